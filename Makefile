@@ -5,7 +5,7 @@ PIP    := $(PY) -m pip install -q -c constraints.txt
 DATA   ?= ../shared/data/hymenoptera_data
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: install install-dev train test sync-check chromium
+.PHONY: install install-dev train test sync-check chromium readme
 
 $(VENV)/.base: pyproject.toml constraints.txt
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -33,8 +33,13 @@ test: install-dev
 	$(VENV)/bin/nbdev-test --n_workers 2
 	$(VENV)/bin/pytest -q tests
 
-## Fail when the generated package or the cleaned notebooks differ from what is committed.
+## README.md is nbs/index.ipynb as Markdown (nbdev-readme needs quarto, which cannot be installed offline).
+readme:
+	python3 tools/readme.py
+
+## Fail when the generated package, README or the cleaned notebooks differ from what is committed.
 sync-check: install-dev
 	$(VENV)/bin/nbdev-export
 	$(VENV)/bin/nbdev-clean
-	git diff --exit-code --stat -- imgcls nbs && test -z "$$(git status --porcelain -- imgcls nbs)"
+	$(MAKE) readme
+	git diff --exit-code --stat -- imgcls nbs README.md && test -z "$$(git status --porcelain -- imgcls nbs README.md)"
