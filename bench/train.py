@@ -1,0 +1,217 @@
+"""Issue 6 benchmark: imgcls's default training against the fastbook chapter-2 recipe in plain fastai.
+
+Both use the same backbone (EfficientNet-Lite2) with the same ImageNet weights and score the same validation
+images. Run from the repository root:
+
+    python bench/train.py                      # full run, writes bench/results.md (quiet machine, long)
+    python bench/train.py --quick --out /tmp/r.md   # smoke test on small subsets, 1 epoch
+"""
+from __future__ import annotations
+import argparse, datetime, math, os, platform, shutil, subprocess, sys, tempfile, time, warnings
+from contextlib import contextmanager
+from pathlib import Path
+import torch, timm, fastai
+from fastai.vision.all import (Callback, DataBlock, ImageBlock, CategoryBlock, GrandparentSplitter, RandomSplitter,
+                               RandomResizedCrop, Normalize, aug_transforms, parent_label, vision_learner, accuracy, set_seed)
+import imgcls, imgcls.learner
+from imgcls.core import example_data, image_files
+from imgcls.data import dataset_items, split_folders, image_dataloaders
+from imgcls.learner import epoch_table
+from imgcls.models import DEFAULT_ARCH, create_backbone, pretrained_model, offline_state_dict
+
+warnings.filterwarnings('ignore', category=FutureWarning)
+
+def lite2(pretrained: bool = True):
+    "fastai `arch` function: imgcls's ImageNet EfficientNet-Lite2 (a timm model, classifier included)."
+    return pretrained_model(DEFAULT_ARCH, pretrained)[0]
+
+class EpochTimer(Callback):
+    "Wall seconds of every epoch (training plus validation), for extrapolating longer runs."
+    def before_fit(self): self.times = getattr(self, 'times', [])
+    def before_epoch(self): self.t0 = time.perf_counter()
+    def after_epoch(self): self.times.append(time.perf_counter() - self.t0)
+
+def fastai_recipe(path: Path, epochs: int, mean, std, bs: int = 64, valid_pct: float = 0.2, seed: int = 42) -> dict:
+    "fastbook ch. 2: RandomResizedCrop(224, 0.5) + aug_transforms, `vision_learner(dls, lite2)`, `fine_tune(epochs)`."
+    t0 = time.perf_counter()
+    set_seed(seed)
+    splits = split_folders(path)
+    dblock = DataBlock(blocks=(ImageBlock, CategoryBlock), get_items=dataset_items, get_y=parent_label,
+                       splitter=GrandparentSplitter(*splits) if splits else RandomSplitter(valid_pct, seed=seed),
+                       item_tfms=RandomResizedCrop(224, min_scale=0.5),
+                       batch_tfms=[*aug_transforms(), Normalize.from_stats(mean, std)])
+    dls = dblock.dataloaders(path, bs=bs)
+    timer = EpochTimer()
+    learn = vision_learner(dls, lite2, metrics=accuracy, cbs=timer)
+    with epoch_table(learn):
+        learn.fine_tune(epochs)
+        learn.remove_cb(timer)  # `validate` fires epoch events too
+        with learn.no_bar(): acc = float(learn.validate()[1])
+    return dict(seconds=time.perf_counter() - t0, acc=acc, epochs=epochs, epoch_seconds=timer.times,
+                n_train=len(dls.train_ds), n_valid=len(dls.valid_ds), valid_items=set(map(str, dls.valid.items)))
+
+@contextmanager
+def timed_feature_passes():
+    "Record `(n_images, n_computed, seconds)` of every `compute_features` call that imgcls's `train` makes."
+    calls, orig = [], imgcls.learner.compute_features
+    def timed(*args, **kwargs):
+        t0 = time.perf_counter()
+        X, n = orig(*args, **kwargs)
+        calls.append((len(X), n, time.perf_counter() - t0))
+        return X, n
+    imgcls.learner.compute_features = timed
+    try: yield calls
+    finally: imgcls.learner.compute_features = orig
+
+def imgcls_default(path: Path, work: Path) -> dict:
+    "`imgcls.learner.train(path, out=...)` with default settings: wall seconds, accuracy, time in feature passes."
+    with timed_feature_passes() as calls:
+        t0 = time.perf_counter()
+        res = imgcls.learner.train(path, out=work/'model.pkl', verbose=False)
+        seconds = time.perf_counter() - t0
+    computed = [(n, s) for _, n, s in calls if n]
+    return dict(seconds=seconds, acc=res['valid_accuracy'], n_train=res['n_train'], n_valid=res['n_valid'],
+                computed=sum(n for n, _ in computed), feature_seconds=sum(s for _, s in computed))
+
+def imgcls_valid_items(path: Path) -> set:
+    "The validation images of imgcls's default split (seeded 20%, or the valid/val folder)."
+    return set(map(str, image_dataloaders(path, check=False, num_workers=0).valid.items))
+
+def forward_throughput(n_batches: int = 10, bs: int = 32) -> dict:
+    "Images/s of the backbone body alone (eval, inference_mode, random input at its size), NCHW and channels_last."
+    bb = create_backbone(DEFAULT_ARCH)
+    body, out = bb.body.eval(), dict(size=bb.size)
+    for fmt in (torch.contiguous_format, torch.channels_last):
+        x = torch.randn(bs, 3, bb.size, bb.size).contiguous(memory_format=fmt)
+        with torch.inference_mode():
+            body(x)  # warm-up: oneDNN picks its kernels on the first call
+            t0 = time.perf_counter()
+            for _ in range(n_batches): body(x)
+        out[str(fmt).split('.')[-1]] = bs * n_batches / (time.perf_counter() - t0)
+    out['limit'] = max(out['contiguous_format'], out['channels_last'])
+    return out
+
+def check_cut() -> str:
+    "Check that fastai's `create_body` (what `vision_learner` uses) cuts lite2 right before its pooling."
+    from fastai.vision.learner import create_body
+    m = lite2().eval()
+    body = create_body(lite2(), cut=None).eval()
+    x = torch.randn(2, 3, 96, 96)
+    with torch.inference_mode(): diff = float((body(x) - m.forward_features(x)).abs().max())
+    kept = [n for n, _ in m.named_children()][:len(body)]
+    assert diff < 1e-5 and kept[-1] == 'bn2', (kept, diff)
+    return f"keeps {', '.join(kept)} (drops global_pool, classifier); its output matches timm's forward_features (max abs diff {diff:g})"
+
+def subset(src: Path, dest: Path, n_train: int = 40, n_valid: int = 12) -> Path:
+    "Copy the first images of each class (per split folder) into `dest`, keeping the layout; for `--quick`."
+    splits = split_folders(src)
+    folders = [(src/s, n) for s, n in zip(splits, (n_train, n_valid))] if splits else [(src, None)]
+    for folder, n in folders:
+        classes = sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith('.'))
+        n = n or math.ceil(100 / len(classes))  # no split: ~100 images, so >= 64 (one batch) train after the 20% split
+        for c in classes:
+            (dest/c.relative_to(src)).mkdir(parents=True, exist_ok=True)
+            for f in image_files(c)[:n]: shutil.copy2(f, dest/f.relative_to(src))
+    return dest
+
+def machine() -> list:
+    "Markdown lines describing this machine and the software."
+    lscpu = dict(l.split(':', 1) for l in subprocess.run(['lscpu'], capture_output=True, text=True).stdout.splitlines() if ':' in l)
+    mem = next((l.split(':')[1].strip() for l in open('/proc/meminfo') if l.startswith('MemTotal')), '?')
+    keys = ['Model name', 'CPU(s)', 'Thread(s) per core', 'L2 cache', 'L3 cache', 'Hypervisor vendor']
+    return [f"- CPU (`lscpu`): {'; '.join(f'{k}: {lscpu[k].strip()}' for k in keys if k in lscpu)}",
+            f"- `nproc`: {len(os.sched_getaffinity(0))}; torch threads: {torch.get_num_threads()}; memory: {mem}",
+            f"- python {platform.python_version()}, torch {torch.__version__}, fastai {fastai.__version__}, timm {timm.__version__}, "
+            f"imgcls {imgcls.__version__}; {platform.platform()}"]
+
+def dataset_table(name: str, r: dict, tp: dict, fastai_note: str) -> list:
+    "Markdown section with one dataset's results."
+    fa, cold, warm = r['fastai'], r['cold'], r['warm']
+    ep = ', '.join(f'{s:.0f}' for s in fa['epoch_seconds'])
+    rate = cold['computed'] / cold['feature_seconds'] if cold['feature_seconds'] else float('nan')
+    return [f"### {name}  ({cold['n_train']} train / {cold['n_valid']} validation images; same validation images for both: "
+            f"{'yes' if r['same_valid'] else 'NO'})", '',
+            '| method | wall s | validation accuracy | notes |', '|---|---:|---:|---|',
+            f"| fastai ch. 2 recipe, `fine_tune({fa['epochs']})` | {fa['seconds']:.1f} | {fa['acc']:.4f} | epochs (s): {ep}{fastai_note} |",
+            f"| imgcls `train`, cold feature cache | {cold['seconds']:.1f} | {cold['acc']:.4f} | feature pass: {cold['computed']} images "
+            f"in {cold['feature_seconds']:.1f} s |",
+            f"| imgcls `train`, warm feature cache | {warm['seconds']:.1f} | {warm['acc']:.4f} | {warm['computed']} images recomputed |", '',
+            f"- wall ratio imgcls (cold) / fastai: **{cold['seconds'] / fa['seconds']:.3f}** (fastai is {fa['seconds'] / cold['seconds']:.1f}x slower); "
+            f"warm: {warm['seconds'] / fa['seconds']:.3f}",
+            f"- accuracy difference imgcls - fastai: **{100 * (cold['acc'] - fa['acc']):+.1f} points**",
+            f"- imgcls feature pass: {rate:.1f} images/s = {100 * rate / tp['limit']:.0f}% of the raw forward limit "
+            f"({tp['limit']:.1f} images/s); it includes hashing, decoding, resizing and writing the cache", '']
+
+def fastai_note(fa: dict, epochs: int) -> str:
+    "When the recipe ran fewer epochs than `--epochs`: say so, with `fine_tune(epochs)`'s time projected from its epochs."
+    if fa['epochs'] >= epochs or len(fa['epoch_seconds']) < 2: return ''
+    unfrozen = fa['epoch_seconds'][1:]
+    return (f"; **reduced from fine_tune({epochs})** with `--fastai-epochs-flowers`: fine_tune({epochs}) would take "
+            f"~{fa['seconds'] + (epochs - fa['epochs']) * sum(unfrozen) / len(unfrozen):.0f} s (its measured epochs, extrapolated)")
+
+def write_results(out: Path, args, results: dict, tp: dict, convert_s: float, cut: str, load: tuple):
+    "Write the Markdown report to `out` (and print it)."
+    fa_notes = {n: fastai_note(r['fastai'], args.epochs) for n, r in results.items()}
+    lines = [f"# Training benchmark: imgcls vs plain fastai{' (QUICK smoke test on small subsets: not a measurement)' if args.quick else ''}", '',
+             f"{datetime.datetime.now().astimezone():%Y-%m-%d %H:%M %Z}. Command: `{' '.join([Path(sys.executable).name, *sys.argv])}`", '',
+             '## Machine', *machine(), f"- load average at start / end: {load[0]:.2f} / {load[1]:.2f}", '',
+             '## Method',
+             f"- Backbone for both: `{DEFAULT_ARCH}` (timm `tf_efficientnet_lite2`), ImageNet weights converted from the PyPI package "
+             f"by `imgcls.models.offline_state_dict` into a fresh `$IMGCLS_CACHE` at the start: one-time cost {convert_s:.1f} s, "
+             "not counted in either method (like fastai's one-time hub download).",
+             "- fastai: `vision_learner(dls, lite2, metrics=accuracy)` where `lite2(pretrained=True)` returns "
+             "`imgcls.models.pretrained_model('efficientnet_lite2')[0]`: a plain-fastai call with fastai's own cut, head "
+             f"(`create_head`: concat pool, BN, dropout, 512 hidden) and splitter. fastai's cut {cut}. DataBlock: "
+             "`RandomResizedCrop(224, min_scale=0.5)`, `aug_transforms()`, `Normalize` with the backbone's mean/std (0.5), bs 64, "
+             "fastai's default DataLoader workers; `get_items=imgcls.data.dataset_items` (sorted files, so that "
+             "`RandomSplitter(0.2, seed=42)` draws imgcls's split); `learn.fine_tune(N)` = 1 frozen + N unfrozen epochs; "
+             "accuracy from `learn.validate()`. It trains at 224 px, the fastbook size; imgcls uses the backbone's 260 px.",
+             "- imgcls: `imgcls.learner.train(path, out=...)`, all defaults (20 head epochs on cached features, export included), "
+             "first with the feature cache empty (cold), then again (warm).",
+             "- All timings in this one process (imports excluded), order: forward throughput, then per dataset imgcls cold, imgcls warm, "
+             "fastai. Image files are read once beforehand so both start with the OS page cache warm.",
+             f"- Raw forward limit: body only, batch 32, eval, `inference_mode`, random {tp['size']} px input: "
+             f"{tp['contiguous_format']:.1f} images/s NCHW, {tp['channels_last']:.1f} images/s channels_last.", '',
+             '## Results', '']
+    for name, r in results.items(): lines += dataset_table(name, r, tp, fa_notes[name])
+    text = '\n'.join(lines)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(text)
+    print(text)
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument('--datasets', default='hymenoptera_data,flowers', help='comma-separated names under shared/data (or $IMGCLS_DATA)')
+    p.add_argument('--quick', action='store_true', help='smoke test: small subsets, fine_tune(1), few throughput batches')
+    p.add_argument('--epochs', type=int, default=None, help='fine_tune epochs of the fastai recipe (default 4; 1 with --quick)')
+    p.add_argument('--fastai-epochs-flowers', type=int, default=None, help='fine_tune epochs on flowers, if fewer than --epochs are affordable')
+    p.add_argument('--out', type=Path, default=Path('bench/results.md'), help='Markdown report to write')
+    args = p.parse_args()
+    args.epochs = args.epochs or (1 if args.quick else 4)
+    load0 = os.getloadavg()[0]
+    work = Path(tempfile.mkdtemp(prefix='imgcls-bench-'))
+    os.environ['IMGCLS_CACHE'] = str(work/'cache')  # fresh cache: conversion and features computed from scratch
+    try:
+        t0 = time.perf_counter(); offline_state_dict(DEFAULT_ARCH); convert_s = time.perf_counter() - t0
+        cut = check_cut()
+        bb = create_backbone(DEFAULT_ARCH, pretrained=False)
+        tp = forward_throughput(n_batches=2 if args.quick else 10)
+        print(f'forward limit: {tp}', flush=True)
+        results = {}
+        for name in args.datasets.split(','):
+            path = example_data(name)
+            if path is None: sys.exit(f'data set {name!r} not found: put it in ../shared/data or set $IMGCLS_DATA')
+            if args.quick: path = subset(path, work/'data'/name)
+            for f in image_files(path): f.read_bytes()  # warm the OS page cache for both methods alike
+            shutil.rmtree(work/'cache'/'features', ignore_errors=True)
+            print(f'== {name}: imgcls (cold, then warm)', flush=True)
+            r = dict(cold=imgcls_default(path, work), warm=imgcls_default(path, work))
+            epochs = args.fastai_epochs_flowers if name == 'flowers' and args.fastai_epochs_flowers else args.epochs
+            print(f'== {name}: fastai fine_tune({epochs})', flush=True)
+            r['fastai'] = fastai_recipe(path, epochs, bb.mean, bb.std)
+            r['same_valid'] = r['fastai'].pop('valid_items') == imgcls_valid_items(path)
+            results[name] = r
+        write_results(args.out, args, results, tp, convert_s, cut, (load0, os.getloadavg()[0]))
+    finally: shutil.rmtree(work, ignore_errors=True)
+
+if __name__ == '__main__': main()
