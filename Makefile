@@ -30,7 +30,7 @@ train: install
 
 ## Run the notebooks as tests, then the integration tests (browser, CLI, network, real photos).
 test: install-dev
-	$(VENV)/bin/nbdev-test --n_workers 2
+	$(VENV)/bin/nbdev-test --n-workers 2
 	$(VENV)/bin/pytest -q tests
 
 ## README.md is nbs/index.ipynb as Markdown (nbdev-readme needs quarto, which cannot be installed offline).
