@@ -136,8 +136,6 @@ def test_cli_download_direct(tmp_path, monkeypatch, capsys):
     assert res['circle']['earlier'] >= 4
 
 
-@pytest.mark.xfail(raises=TypeError, strict=False,
-                   reason="imgcls.cli.run passes `dest` by keyword after the *queries: 'got multiple values for argument dest'")
 def test_cli_download_through_dispatcher(tmp_path, monkeypatch, capsys):
     from imgcls.cli import run
     files = _toy_files(tmp_path, 4)
