@@ -22,7 +22,7 @@ install-dev: $(VENV)/.dev chromium
 
 # Debian's Chromium drives the browser tests (Playwright may not download its own browser here).
 chromium:
-	@command -v chromium >/dev/null || { $(SUDO) apt-get update -q && $(SUDO) apt-get install -y -q chromium; }
+	@command -v chromium >/dev/null || { $(SUDO) apt-get update -q && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium; }
 
 ## Train a classifier on a folder of class folders (offline, pretrained EfficientNet-Lite).
 train: install
