@@ -13,12 +13,40 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from fastcore.all import L, parallel, delegates
 
 # %% auto #0
-__all__ = ['MAX_PIXELS', 'image_extensions', 'ImgclsError', 'open_rgb', 'image_files', 'file_sha256', 'quarantine_dir',
-           'quarantine', 'verify_images', 'make_toy_images', 'example_data']
+__all__ = ['ERROR_KINDS', 'MAX_PIXELS', 'image_extensions', 'REASONS_HEADER', 'ImgclsError', 'open_rgb', 'image_files',
+           'file_sha256', 'write_atomic', 'utc_now', 'append_row', 'quarantine_dir', 'quarantine', 'log_reason',
+           'verify_images', 'make_toy_images', 'example_data']
 
 # %% ../nbs/00_core.ipynb #3dc219e7
+ERROR_KINDS = dict(  # kind: what it means. Callers branch on `e.kind`, never on the message's words
+    invalid='an argument or setting that cannot work',
+    missing='no such file, folder or model',
+    empty='a file with no bytes',
+    not_image='a file that is not an image',
+    corrupt='an image that does not decode completely',
+    too_large='a file with more bytes than allowed',
+    too_many_pixels='an image with more pixels than allowed (a decompression bomb)',
+    labels='class folders that cannot train a classifier',
+    http='the server answered with an error status',
+    timeout='the server did not answer in time',
+    connection='the server could not be reached (DNS, refused, reset)',
+    truncated='the server closed the connection before the whole file arrived',
+    blocked='a private or loopback address, refused unless allowed',
+    unsafe='a pickle, refused unless the user opts in',
+    tampered="a model file that does not match its recorded checksum or config",
+)
+
 class ImgclsError(Exception):
-    "A problem with the user's input: the CLI shows its message as one line, without a traceback."
+    "A problem with the user's input; `kind` (a key of `ERROR_KINDS`) says which, `detail` says it for a person."
+    def __init__(self, detail: str,          # one line a person can act on
+                 kind: str = 'invalid',      # a key of `ERROR_KINDS`
+                 **info):                    # data for callers, e.g. status=404 or path=...
+        if kind not in ERROR_KINDS: raise ValueError(f'unknown ImgclsError kind {kind!r}: add it to ERROR_KINDS')
+        super().__init__(detail)
+        self.detail, self.kind, self.info = detail, kind, info
+    def __reduce__(self): return (_rebuild_error, (self.detail, self.kind, self.info))
+
+def _rebuild_error(detail, kind, info): return ImgclsError(detail, kind, **info)
 
 # %% ../nbs/00_core.ipynb #3c088153
 MAX_PIXELS = 80_000_000  # default cap on width*height: far above any photo, far below a decompression bomb
@@ -80,6 +108,39 @@ def file_sha256(path: Path|str) -> str:
         for chunk in iter(lambda: f.read(1 << 20), b''): h.update(chunk)
     return h.hexdigest()
 
+# %% ../nbs/00_core.ipynb #ea903639
+def write_atomic(target: Path|str,     # the file to (re)write
+                 data: bytes|str|None = None, # the whole content; None: call `writer` instead
+                 writer=None,          # or a function that writes into the temporary path it is given
+                ) -> Path:
+    "Write `data` (or let `writer` write) to `target` through a temporary file and a rename; return `target`."
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(f'.{target.name}.{os.getpid()}.{time.monotonic_ns()}.tmp')
+    try:
+        if writer is not None: writer(tmp)
+        else: tmp.write_bytes(data.encode() if isinstance(data, str) else data)
+        os.replace(tmp, target)
+    finally:
+        if tmp.exists(): tmp.unlink()
+    return target
+
+def utc_now() -> str:
+    "The current time as imgcls records it everywhere: UTC, ISO 8601, to the second."
+    return time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())
+
+def append_row(path: Path|str, # a CSV log
+               header: list,   # column names, written when the file is new
+               row: list,      # one row
+              ):
+    "Append `row` to the CSV log at `path`, writing `header` first when the file is new."
+    path = Path(path); new = not path.exists()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, 'a', newline='') as f:
+        w = csv.writer(f)
+        if new: w.writerow(header)
+        w.writerow(row)
+
 # %% ../nbs/00_core.ipynb #7f8774e7
 def quarantine_dir(root: Path|str) -> Path:
     "The folder beside dataset `root` where its bad files are moved."
@@ -97,12 +158,18 @@ def quarantine(file: Path|str, # the file to move away
     dest.parent.mkdir(parents=True, exist_ok=True)
     if dest.exists(): dest = dest.with_name(f'{dest.stem}-{int(time.time()*1000)}{dest.suffix}')
     shutil.move(str(file), str(dest))
-    log, new = qdir/'reasons.csv', not (qdir/'reasons.csv').exists()
-    with open(log, 'a', newline='') as f:
-        w = csv.writer(f)
-        if new: w.writerow(['time', 'original', 'quarantined', 'reason'])
-        w.writerow([time.strftime('%Y-%m-%dT%H:%M:%S'), str(file), str(dest), reason])
+    log_reason(root, file, dest, reason)
     return dest
+
+REASONS_HEADER = ['time', 'original', 'quarantined', 'reason']
+
+def log_reason(root: Path|str, # the dataset folder
+               src: Path|str,  # where the file was
+               dst: Path|str,  # where it is now
+               reason: str,    # why it moved
+              ):
+    "Record a move in and out of `root`'s quarantine in its `reasons.csv`."
+    append_row(quarantine_dir(root)/'reasons.csv', REASONS_HEADER, [utc_now(), str(src), str(dst), reason])
 
 # %% ../nbs/00_core.ipynb #02b4ed45
 def _image_problem(f: Path, max_pixels: int = MAX_PIXELS) -> str|None:
