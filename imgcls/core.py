@@ -6,16 +6,16 @@ Docs: https://imgcls.github.io/imgcls/core.html.md"""
 
 # %% ../nbs/00_core.ipynb #f06ae54a
 from __future__ import annotations
-import csv, hashlib, mimetypes, os, shutil, time, warnings
+import csv, hashlib, io, mimetypes, os, shutil, time, warnings
 from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
-from fastcore.all import L, parallel, delegates
+from fastcore.all import L, parallel
 
 # %% auto #0
 __all__ = ['ERROR_KINDS', 'MAX_PIXELS', 'image_extensions', 'REASONS_HEADER', 'ImgclsError', 'open_rgb', 'image_files',
            'file_sha256', 'write_atomic', 'utc_now', 'append_row', 'quarantine_dir', 'quarantine', 'log_reason',
-           'verify_images', 'make_toy_images', 'example_data']
+           'verify_images', 'make_toy_images', 'find_near_duplicates', 'example_data']
 
 # %% ../nbs/00_core.ipynb #3dc219e7
 ERROR_KINDS = dict(  # kind: what it means. Callers branch on `e.kind`, never on the message's words
@@ -64,26 +64,35 @@ def _to_8bit(im: Image.Image) -> Image.Image:
     a = (a - lo) / (hi - lo or 1) * 255
     return Image.fromarray(a.astype(np.uint8), 'L')
 
+def _is_empty(src) -> bool:
+    "True when `src` is zero bytes: raw bytes, or a file on disk."
+    if isinstance(src, (bytes, bytearray)): return len(src) == 0
+    if isinstance(src, (str, os.PathLike)):
+        try: return os.path.getsize(src) == 0
+        except OSError: return False
+    return False
+
 def open_rgb(src: Path|str|bytes|Image.Image, # a file path, raw bytes, or an already-open PIL image
              max_pixels: int = MAX_PIXELS,     # refuse images with more pixels than this (decompression bombs)
              draft: int|None = None,           # for JPEGs, decode at a reduced scale that keeps at least this many pixels on the short side
             ) -> Image.Image:
-    "Decode `src` completely and return it as an upright RGB image, or raise `ImgclsError` saying why not."
-    import io
+    "Decode `src` completely and return it as an upright RGB image, or raise `ImgclsError` (kind empty, not_image, corrupt, too_many_pixels or missing)."
+    if _is_empty(src): raise ImgclsError('empty file', 'empty')
     try:
         im = src if isinstance(src, Image.Image) else Image.open(io.BytesIO(src) if isinstance(src, (bytes, bytearray)) else src)
         w, h = im.size
-        if w * h > max_pixels: raise ImgclsError(f'too many pixels ({w}x{h} > {max_pixels:,})')
+        if w * h > max_pixels: raise ImgclsError(f'too many pixels ({w}x{h} > {max_pixels:,})', 'too_many_pixels', width=w, height=h)
         if draft and im.format == 'JPEG': im.draft('RGB', (draft, draft))
         with warnings.catch_warnings():
             warnings.simplefilter('error', Image.DecompressionBombWarning)
             im.load()
         im = ImageOps.exif_transpose(im)
     except ImgclsError: raise
-    except FileNotFoundError as e: raise ImgclsError(f'no such file: {src}') from e
-    except (UnidentifiedImageError, Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
-        raise ImgclsError('not an image' if isinstance(e, UnidentifiedImageError) else f'decompression bomb ({e})') from e
-    except (OSError, SyntaxError, ValueError) as e: raise ImgclsError(f'corrupt image ({e})') from e
+    except FileNotFoundError as e: raise ImgclsError(f'no such file: {src}', 'missing', path=str(src)) from e
+    except UnidentifiedImageError as e: raise ImgclsError('not an image', 'not_image') from e
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
+        raise ImgclsError(f'decompression bomb ({e})', 'too_many_pixels') from e
+    except (OSError, SyntaxError, ValueError) as e: raise ImgclsError(f'corrupt image ({e})', 'corrupt') from e
     if im.mode in ('I;16', 'I;16B', 'I;16L', 'I', 'F'): im = _to_8bit(im)
     if im.mode in ('RGBA', 'LA', 'PA') or (im.mode == 'P' and 'transparency' in im.info): return _flatten_alpha(im)
     return im.convert('RGB')
@@ -183,7 +192,7 @@ def verify_images(path: Path|str,               # dataset folder
                  ) -> dict:
     "Quarantine every image below `path` that does not decode; return `{original_path: reason}` for those moved."
     path = Path(path)
-    if not path.is_dir(): raise ImgclsError(f'no such folder: {path}')
+    if not path.is_dir(): raise ImgclsError(f'no such folder: {path}', 'missing', path=str(path))
     files = image_files(path)
     problems = parallel(_image_problem, files, max_pixels=max_pixels, n_workers=n_workers, threadpool=True, progress=False)
     bad = {f: why for f, why in zip(files, problems) if why}
@@ -214,6 +223,45 @@ def make_toy_images(path: Path|str,  # folder to create; one subfolder per class
             else: raise ValueError(f'unknown shape {c!r}')
             im.save(path/c/f'{c}_{i:03d}.{"png" if i % 2 else "jpg"}')
     return path
+
+# %% ../nbs/00_core.ipynb #5bd26778
+_SPLITS = ('train', 'valid', 'val', 'test')
+
+def _phash_bits(f: Path, hash_size: int) -> np.ndarray|None:
+    "The perceptual hash of image `f` as a flat bool array, or None if it does not decode."
+    import imagehash
+    try: return imagehash.phash(open_rgb(f, draft=4 * hash_size), hash_size=hash_size).hash.ravel()
+    except ImgclsError: return None
+
+def find_near_duplicates(path: Path|str,       # dataset folder: class folders, optionally under train/valid folders
+                         max_distance: int = 6, # largest Hamming distance between perceptual hashes (of hash_size² bits) to report
+                         hash_size: int = 8,    # hash side: 8 gives 64-bit hashes
+                         n_workers: int = os.cpu_count() or 1, # images hashed at once
+                        ):
+    "A DataFrame of pairs of images below `path` whose perceptual hashes are within `max_distance`, closest first, with their classes and splits."
+    import pandas as pd
+    path = Path(path)
+    cols = ['a', 'b', 'distance', 'kind', 'label_a', 'label_b', 'split_a', 'split_b']
+    files = image_files(path)
+    hashes = parallel(_phash_bits, files, hash_size=hash_size, n_workers=n_workers, threadpool=True, progress=False)
+    ok = [i for i, h in enumerate(hashes) if h is not None]
+    if len(ok) < 2: return pd.DataFrame(columns=cols)
+    files, bits = [files[i] for i in ok], np.stack([hashes[i] for i in ok]).astype(np.float32)
+    pairs = []
+    for s in range(0, len(files), 1024):  # Hamming distances, a block of rows at a time
+        blk = bits[s:s + 1024]
+        d = blk @ (1 - bits).T + (1 - blk) @ bits.T
+        for i, j in zip(*np.nonzero(d <= max_distance)):
+            if s + i < j: pairs.append((s + i, j, int(d[i, j])))
+    def meta(f):
+        rel = f.relative_to(path).parts
+        return (rel[-2] if len(rel) > 1 else ''), next((p for p in rel[:-1] if p.lower() in _SPLITS), '')
+    rows = []
+    for i, j, dist in pairs:
+        (la, sa), (lb, sb) = meta(files[i]), meta(files[j])
+        kind = 'train/valid' if sa and sb and sa != sb else 'across classes' if la != lb else 'same class'
+        rows.append((files[i], files[j], dist, kind, la, lb, sa, sb))
+    return pd.DataFrame(rows, columns=cols).sort_values(['distance', 'kind'], kind='stable', ignore_index=True)
 
 # %% ../nbs/00_core.ipynb #da01262b
 def example_data(name: str, # e.g. 'hymenoptera_data' or 'flowers'

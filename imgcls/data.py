@@ -10,15 +10,15 @@ import os, re, warnings
 from collections import Counter
 from pathlib import Path
 from fastcore.all import L, store_attr
-from .core import ImgclsError, image_files, open_rgb, make_toy_images
+from .core import ImgclsError, image_files, open_rgb
 from .models import Backbone, create_backbone, DEFAULT_ARCH
-from fastai.vision.all import (DataBlock, ImageBlock, CategoryBlock, PILImage, Resize, ResizeMethod, Normalize,
+from fastai.vision.all import (DataBlock, TransformBlock, Transform, CategoryBlock, IntToFloatTensor, PILImage, Resize, ResizeMethod, Normalize,
                                GrandparentSplitter, RandomSplitter, parent_label, aug_transforms)
 from PIL import Image
 
 # %% auto #0
-__all__ = ['VALID_NAMES', 'split_folders', 'LabelReport', 'check_labels', 'RGBImage', 'Presize', 'default_workers',
-           'dataset_items', 'image_dataloaders']
+__all__ = ['VALID_NAMES', 'PRESIZE', 'split_folders', 'LabelReport', 'check_labels', 'RGBImage', 'ReadImage', 'presize_for',
+           'Presize', 'default_workers', 'dataset_items', 'image_dataloaders']
 
 # %% ../nbs/07_data.ipynb #332db473
 VALID_NAMES = ('valid', 'val', 'validation')
@@ -54,9 +54,9 @@ def _count(folder: Path, where: str) -> Counter:
     "Images per class folder directly below `folder`; refuses images outside a class folder or nested deeper."
     files = image_files(folder)
     stray = [f for f in files if f.parent == folder]
-    if stray: raise ImgclsError(f'{len(stray)} image(s) sit directly in {where}, outside any class folder (e.g. {stray[0].name}): move them into a folder named after their class')
+    if stray: raise ImgclsError(f'{len(stray)} image(s) sit directly in {where}, outside any class folder (e.g. {stray[0].name}): move them into a folder named after their class', 'labels')
     nested = [f for f in files if f.parent.parent != folder]
-    if nested: raise ImgclsError(f'{len(nested)} image(s) in {where} are nested more than one folder deep (e.g. {nested[0].relative_to(folder)}): the label is the image\'s own folder, so flatten them into {nested[0].relative_to(folder).parts[0]}/')
+    if nested: raise ImgclsError(f'{len(nested)} image(s) in {where} are nested more than one folder deep (e.g. {nested[0].relative_to(folder)}): the label is the image\'s own folder, so flatten them into {nested[0].relative_to(folder).parts[0]}/', 'labels')
     return Counter(f.parent.name for f in files)
 
 def check_labels(path: Path|str,         # dataset folder: class folders, or train/ and valid/ each with class folders
@@ -66,22 +66,22 @@ def check_labels(path: Path|str,         # dataset folder: class folders, or tra
                 ) -> LabelReport:
     "Count images per class and split; raise `ImgclsError` on unusable layouts and warn about likely mistakes."
     path = Path(path)
-    if not path.exists(): raise ImgclsError(f'no such folder: {path}')
-    if not path.is_dir(): raise ImgclsError(f'not a folder: {path} (give the folder that holds one folder per class)')
+    if not path.exists(): raise ImgclsError(f'no such folder: {path}', 'missing', path=str(path))
+    if not path.is_dir(): raise ImgclsError(f'not a folder: {path} (give the folder that holds one folder per class)', 'invalid', path=str(path))
     splits = split_folders(path)
     counts = {s: _count(path/s, f'{path/s}') for s in splits} if splits else {'images': _count(path, str(path))}
     total = sum(sum(c.values()) for c in counts.values())
     if total == 0:
         other = [p for p in path.rglob('*') if p.is_file() and not any(q.startswith('.') for q in p.relative_to(path).parts)]
-        raise ImgclsError(f'no images in {path}' + (f' ({len(other)} other files, e.g. {other[0].name}: images need an extension like .jpg or .png)' if other else ' (it is empty)'))
+        raise ImgclsError(f'no images in {path}' + (f' ({len(other)} other files, e.g. {other[0].name}: images need an extension like .jpg or .png)' if other else ' (it is empty)'), 'labels')
     report = LabelReport(path, counts, splits, [])
     classes, per_class = report.classes, report.per_class()
-    if len(classes) < 2: raise ImgclsError(f'only one class ({classes[0]}) in {path}: a classifier needs at least two class folders')
+    if len(classes) < 2: raise ImgclsError(f'only one class ({classes[0]}) in {path}: a classifier needs at least two class folders', 'labels')
     small = {c: n for c, n in per_class.items() if n < min_per_class}
-    if small: raise ImgclsError(f'too few images in class(es) {", ".join(f"{c} ({n})" for c, n in small.items())}: need at least {min_per_class} each')
+    if small: raise ImgclsError(f'too few images in class(es) {", ".join(f"{c} ({n})" for c, n in small.items())}: need at least {min_per_class} each', 'labels')
     if splits:
         tr, va = (set(counts[s]) for s in splits)
-        if va - tr: raise ImgclsError(f'class(es) {", ".join(sorted(va - tr))} appear in {splits[1]}/ but not in train/: the model cannot learn them')
+        if va - tr: raise ImgclsError(f'class(es) {", ".join(sorted(va - tr))} appear in {splits[1]}/ but not in train/: the model cannot learn them', 'labels')
         if tr - va: report.warnings.append(f'class(es) {", ".join(sorted(tr - va))} have no validation images, so their accuracy is not measured')
     pairs = [(a, b) for i, a in enumerate(classes) for b in classes[i+1:] if _similar(a, b)]
     for a, b in pairs: report.warnings.append(f'classes {a!r} and {b!r} look like the same label spelled twice: merge the folders if they are')
@@ -95,26 +95,39 @@ def check_labels(path: Path|str,         # dataset folder: class folders, or tra
 
 # %% ../nbs/07_data.ipynb #1c0de669
 class RGBImage(PILImage):
-    "A `PILImage` opened upright, in RGB, decoded at a reduced JPEG scale no smaller than `draft` pixels."
-    draft: int = 512
+    "A `PILImage` opened upright and in RGB by `open_rgb`; `create(fn, draft)` decodes JPEGs at a reduced scale no smaller than `draft` pixels."
     @classmethod
-    def create(cls, fn: Path|str|bytes|Image.Image, **kwargs):
+    def create(cls, fn: Path|str|bytes|Image.Image, draft: int|None = None, **kwargs):
         if isinstance(fn, Image.Image) and not isinstance(fn, cls): return cls(open_rgb(fn))
         if isinstance(fn, PILImage): return fn
-        return cls(open_rgb(fn, draft=cls.draft))
+        return cls(open_rgb(fn, draft=draft))
+
+class ReadImage(Transform):
+    "The type transform of a DataBlock's images: `RGBImage.create` with this DataBlock's own `draft` size."
+    def __init__(self, draft: int|None = None):
+        super().__init__(); self.draft = draft
+    def encodes(self, fn) -> RGBImage: return RGBImage.create(fn, draft=self.draft)
 
 # %% ../nbs/07_data.ipynb #4ef25558
+PRESIZE = 1.4  # the random training crop (and the JPEG decode size) is this many times the training size
+
+def presize_for(size: int, # training (and inference) side length
+               ) -> int:
+    "Side of the random square crop taken from a training image before augmentation brings it to `size`."
+    return int(size * PRESIZE)
+
 class Presize(Resize):
     "Training: a random square crop resized to `presize`. Validation and inference: the centre square resized to `size`."
     def __init__(self, size: int, presize: int, resample=Image.BICUBIC):
         super().__init__(presize, method=ResizeMethod.Crop)
-        self.train_size, self.valid_size, self.valid_mode = self.size, (size, size), resample
+        self.presize, self.train_size, self.valid_size, self.valid_mode = presize, self.size, (size, size), resample
     def before_call(self, b, split_idx: int):
         super().before_call(b, split_idx)
         training = split_idx == 0
         self.size = self.train_size if training else self.valid_size
         self.mode = Image.BILINEAR if training else self.valid_mode
 
+# %% ../nbs/07_data.ipynb #02b813fc
 def default_workers() -> int:
     "DataLoader worker processes: none on small CPUs, where they compete with torch's own threads."
     n = os.cpu_count() or 1
@@ -126,10 +139,11 @@ def dataset_items(path: Path|str) -> L:
     splits = split_folders(path)
     return image_files(path) if not splits else image_files(path/splits[0]) + image_files(path/splits[1])
 
+# %% ../nbs/07_data.ipynb #06d4f049
 def image_dataloaders(path: Path|str,               # dataset folder (see `check_labels`)
                       backbone: Backbone|str = DEFAULT_ARCH, # the backbone (or its arch name) whose input config to use
                       size: int|None = None,         # training side length; default: the backbone's
-                      presize: int|None = None,      # side length of the random crop before augmentation; default 1.4*size
+                      presize: int|None = None,      # side length of the random crop before augmentation; default `presize_for(size)`
                       bs: int = 32,                  # batch size
                       valid_pct: float = 0.2,        # validation share when there are no train/valid folders
                       seed: int = 42,                # for the random split
@@ -141,13 +155,13 @@ def image_dataloaders(path: Path|str,               # dataset folder (see `check
     if isinstance(backbone, str): backbone = create_backbone(backbone, pretrained=False)
     if check: check_labels(path, verbose=False)
     size = size or backbone.size
-    presize = presize or int(size * 1.4)
+    presize = presize or presize_for(size)
     path = Path(path)
     splits = split_folders(path)
     splitter = GrandparentSplitter(*splits) if splits else RandomSplitter(valid_pct, seed=seed)
     interp = getattr(Image.Resampling, backbone.interpolation.upper(), Image.BICUBIC)
-    RGBImage.draft = presize
-    dblock = DataBlock(blocks=(ImageBlock(RGBImage), CategoryBlock), get_items=dataset_items, get_y=parent_label, splitter=splitter,
+    images = TransformBlock(type_tfms=ReadImage(draft=presize), batch_tfms=IntToFloatTensor)  # fastai's ImageBlock, with our reader
+    dblock = DataBlock(blocks=(images, CategoryBlock), get_items=dataset_items, get_y=parent_label, splitter=splitter,
                        item_tfms=Presize(size, presize, interp),
                        batch_tfms=[*aug_transforms(size=size, min_scale=0.75), Normalize.from_stats(backbone.mean, backbone.std)])
     num_workers = default_workers() if num_workers is None else num_workers

@@ -19,47 +19,23 @@ from .models import create_model
 from fastcore.basics import patch
 
 # %% auto #0
-__all__ = ['MAX_BYTES', 'NOT_SURE', 'SAFE_FORMAT', 'SAFE_VERSION', 'CONFIG_KEYS', 'INTERPOLATIONS', 'human_size', 'fetch_url',
-           'load_image', 'decode_size', 'preprocess', 'Prediction', 'Classifier', 'safe_paths', 'export_safe',
-           'load_safe', 'load_classifier', 'export_model', 'cli_predict']
+__all__ = ['NOT_SURE', 'SAFE_FORMAT', 'SAFE_VERSION', 'CONFIG_KEYS', 'INTERPOLATIONS', 'human_size', 'load_image', 'decode_size',
+           'preprocess', 'Prediction', 'Classifier', 'safe_paths', 'export_safe', 'load_safe', 'load_classifier',
+           'export_model', 'cli_predict']
 
 # %% ../nbs/13_inference.ipynb #83443927
-MAX_BYTES = 20_000_000  # default cap on a downloaded or uploaded image file, in bytes
+from .fetch import fetch, MAX_BYTES  # MAX_BYTES: default cap on a downloaded or uploaded image file, in bytes
 
 def human_size(n: int) -> str:
     "`n` bytes, for a person: '2.5 MB', '300 kB', '12 bytes'."
     return f'{n/1e6:.1f} MB' if n >= 1e6 else f'{n/1e3:.0f} kB' if n >= 1e3 else f'{n} bytes'
-
-def fetch_url(url: str,                # http:// or https:// address of an image
-              max_bytes: int = MAX_BYTES, # refuse bodies larger than this
-              timeout: float = 10.,    # seconds for the whole download
-             ) -> bytes:
-    "The body of `url`, or `ImgclsError` when it fails, is larger than `max_bytes` or takes longer than `timeout`."
-    import requests
-    if not re.match(r'https?://', url, re.I): raise ImgclsError(f'not an http(s) URL: {url}')
-    deadline, buf = time.monotonic() + timeout, bytearray()
-    try:
-        with requests.get(url, stream=True, timeout=timeout, headers={'User-Agent': f'imgcls/{__version__}'}) as r:
-            if r.status_code != 200: raise ImgclsError(f'could not download {url}: HTTP {r.status_code}')
-            claimed = r.headers.get('Content-Length', '')
-            if claimed.isdigit() and int(claimed) > max_bytes:
-                raise ImgclsError(f'{url} is too large ({human_size(int(claimed))}; the limit is {human_size(max_bytes)})')
-            read1 = getattr(r.raw, 'read1', None)   # urllib3 2: returns what has arrived, so the deadline is checked often
-            chunks = iter(lambda: read1(1 << 16, decode_content=True), b'') if read1 else r.iter_content(1 << 16)
-            for chunk in chunks:
-                buf += chunk
-                if len(buf) > max_bytes: raise ImgclsError(f'{url} is too large (more than {human_size(max_bytes)})')
-                if time.monotonic() > deadline: raise ImgclsError(f'downloading {url} took more than {timeout:g} s')
-    except requests.RequestException as e:
-        raise ImgclsError(f'could not download {url} ({type(e).__name__})') from e
-    return bytes(buf)
 
 def _array_image(a: np.ndarray) -> Image.Image:
     "A PIL image from an HxW or HxWxC array (uint8, or floats in 0..1)."
     a = np.asarray(a)
     if a.ndim == 3 and a.shape[2] == 1: a = a[..., 0]
     if not (a.ndim == 2 or (a.ndim == 3 and a.shape[2] in (3, 4))):
-        raise ImgclsError(f'an image array must be HxW, HxWx3 or HxWx4, not {a.shape}')
+        raise ImgclsError(f'an image array must be HxW, HxWx3 or HxWx4, not {a.shape}', 'invalid', shape=a.shape)
     if a.dtype != np.uint8:
         a = a.astype(np.float64)
         if a.size and a.max() <= 1: a = a * 255
@@ -70,17 +46,19 @@ def load_image(x,                         # a path, an http(s) URL, bytes, a PIL
                max_bytes: int = MAX_BYTES,   # cap on downloaded and in-memory image files (not on local paths)
                max_pixels: int = MAX_PIXELS, # refuse images with more pixels (decompression bombs)
                draft: int|None = None,    # JPEGs: decode at a reduced scale keeping at least this many pixels
-               timeout: float = 10.,      # seconds allowed for a download
+               timeout: float = 10.,      # seconds allowed for a download, in all
+               allow_private: bool = False, # let a URL reach loopback and private addresses (refused by default, as in `download`)
               ) -> Image.Image:
-    "Open `x` as an upright RGB image, or raise `ImgclsError` saying why it cannot be."
+    "Open `x` as an upright RGB image, or raise `ImgclsError` saying why it cannot be; URLs go through `imgcls.fetch.fetch`."
     if isinstance(x, np.ndarray): x = _array_image(x)
-    elif isinstance(x, str) and re.match(r'https?://', x, re.I): x = fetch_url(x, max_bytes, timeout)
+    elif isinstance(x, str) and re.match(r'https?://', x, re.I):
+        x = fetch(x, allow_private=allow_private, timeout=timeout, max_time=timeout, max_bytes=max_bytes)
     elif isinstance(x, (str, os.PathLike)):
-        if Path(x).is_dir(): raise ImgclsError(f'{x} is a folder, not an image')
+        if Path(x).is_dir(): raise ImgclsError(f'{x} is a folder, not an image', 'invalid', path=str(x))
     elif isinstance(x, (bytes, bytearray, memoryview)):
         x = bytes(x)
-        if len(x) > max_bytes: raise ImgclsError(f'the file is too large ({human_size(len(x))}; the limit is {human_size(max_bytes)})')
-    elif not isinstance(x, Image.Image): raise ImgclsError(f'cannot read an image from a {type(x).__name__}')
+        if len(x) > max_bytes: raise ImgclsError(f'the file is too large ({human_size(len(x))}; the limit is {human_size(max_bytes)})', 'too_large', max_bytes=max_bytes)
+    elif not isinstance(x, Image.Image): raise ImgclsError(f'cannot read an image from a {type(x).__name__}', 'invalid')
     return open_rgb(x, max_pixels=max_pixels, draft=draft)
 
 # %% ../nbs/13_inference.ipynb #d7c8cd92

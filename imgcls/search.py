@@ -14,10 +14,10 @@ from .core import ImgclsError
 
 try:
     from ddgs import DDGS
-    from ddgs.exceptions import DDGSException
+    from ddgs.exceptions import DDGSException, RatelimitException, TimeoutException
 except ImportError:  # the package's old name, for environments that pinned it
     from duckduckgo_search import DDGS
-    from duckduckgo_search.exceptions import DuckDuckGoSearchException as DDGSException
+    from duckduckgo_search.exceptions import DuckDuckGoSearchException as DDGSException, RatelimitException, TimeoutException
 
 _log = logging.getLogger(__name__)
 
@@ -71,17 +71,24 @@ def _fetch(client, term: str, page: int, max_images: int, opts: dict) -> list:
     if _LEGACY: return client.images(term, max_results=max_images, **opts) if page == 1 else []
     return client.images(term, page=page, max_results=None, backend='duckduckgo', **opts) or []
 
+def _search_error(e: Exception, term: str, page: int, tries: int) -> ImgclsError:
+    "The `ImgclsError` for a ddgs error that outlasted the retries: kind http (throttled), timeout, or connection."
+    where, cause = f'searching {term!r}, page {page}, {tries} tries', f'{type(e).__name__}: {e}'[:300]
+    if isinstance(e, RatelimitException):
+        return ImgclsError(f'DuckDuckGo refused the search, too many requests ({where}; try again later): {cause}', 'http', status=429, term=term)
+    if isinstance(e, TimeoutException): return ImgclsError(f'DuckDuckGo did not answer in time ({where}): {cause}', 'timeout', term=term)
+    return ImgclsError(f'DuckDuckGo could not be reached ({where}): {cause}', 'connection', term=term)
+
 def _fetch_retrying(client, term, page, max_images, opts, tries, base_delay, max_delay, sleep) -> list:
     "`_fetch` with exponential back-off on ddgs errors; `[]` when a later page has no results; `ImgclsError` when retries run out."
     for attempt in range(tries):
         try: return _fetch(client, term, page, max_images, opts)
         except DDGSException as e:
-            ran_out = str(e) == _RAN_OUT
+            ran_out = str(e) == _RAN_OUT  # ddgs says so only in its message
             if ran_out and page > 1: return []
             if attempt == tries - 1:
-                cause = f'{type(e).__name__}: {e}'
-                if ran_out: raise ImgclsError(f'no images found for {term!r} ({tries} tries; DuckDuckGo also says this when it throttles: try again later)') from e
-                raise ImgclsError(f'image search for {term!r} failed on page {page} after {tries} tries: {cause}') from e
+                if ran_out: raise ImgclsError(f'no images found for {term!r} ({tries} tries; DuckDuckGo also says this when it throttles: try again later)', 'missing', term=term) from e
+                raise _search_error(e, term, page, tries) from e
             delay = backoff_delay(attempt, base_delay, max_delay)
             _log.info('image search for %r, page %d: %s: %s; retrying in %.1f s', term, page, type(e).__name__, e, delay)
             sleep(delay)
@@ -120,5 +127,5 @@ def search_images(term: str,                      # what to search for, e.g. 'gr
             found.setdefault(rec.url, rec)
             if len(found) == max_images: break
         if len(found) >= max_images or len(found) == before: break
-    if not found: raise ImgclsError(f'no images found for {term!r}')
+    if not found: raise ImgclsError(f'no images found for {term!r}', 'missing', term=term)
     return L(found.values())

@@ -8,6 +8,7 @@ import pytest
 from PIL import Image
 
 import imgcls.download as dl
+import imgcls.fetch
 from imgcls.core import image_files, make_toy_images, open_rgb
 from imgserver import ImageServer
 
@@ -81,7 +82,7 @@ def test_blocked_by_default(tmp_path, monkeypatch):
 
         # Each redirect hop is checked again. Pretend 127.0.0.1 is public so the first hop is allowed,
         # then redirect to 127.0.0.2 (private, and nothing listens there).
-        monkeypatch.setattr(dl, 'is_public_address', lambda ip: ip == '127.0.0.1')
+        monkeypatch.setattr(imgcls.fetch, 'is_public_address', lambda ip: ip == '127.0.0.1')
         to = lambda u: srv.url('to/' + quote(u, safe=''))
         rep = dl.download_images(tmp_path/'e', [srv.url(f'img/{name}'), to(f'http://127.0.0.2:{srv.port}/img/{name}'),
                                                  to('file:///etc/passwd'), to(f'http://[::1]:{srv.port}/img/{name}')],
@@ -146,3 +147,37 @@ def test_cli_download_through_dispatcher(tmp_path, monkeypatch, capsys):
     assert rc == 0
     res = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert {k: v['images'] for k, v in res.items()} == {'circle': 3, 'boxes': 3}
+
+
+def _offline(monkeypatch):
+    "Make `imgcls.search` fail as it does without a network: ddgs raises its DNS error, and the back-off does not wait."
+    import imgcls.search as search
+    from ddgs.exceptions import DDGSException
+    class NoNetwork:
+        def images(self, *a, **kw): raise DDGSException("DNSError: DNSError('error sending request for url (https://duckduckgo.com/?q=grizzly) > error resolving DNS')")
+    monkeypatch.setattr(search, 'DDGS', NoNetwork)
+    monkeypatch.setattr(search, 'backoff_delay', lambda *a, **kw: 0)
+
+
+def test_cli_download_offline(tmp_path, monkeypatch, capfd):
+    "Offline, `imgcls download` says why in the summary and on one line, exits 1, and shows no Python warning."
+    from imgcls.cli import run
+    _offline(monkeypatch)
+    rc = run(['download', str(tmp_path/'bears'), 'grizzly', '--n', '3'])
+    out, err = capfd.readouterr()
+    assert rc == 1
+    assert "grizzly: search failed: DuckDuckGo could not be reached (searching 'grizzly', page 1, 5 tries): DDGSException: DNSError" in out
+    assert err.startswith("imgcls download: error: no images for 'grizzly': the image search failed: DuckDuckGo could not be reached"), err
+    assert len(err.strip().splitlines()) == 1, err
+    assert 'Warning' not in out + err
+
+
+def test_build_dataset_offline_raises(tmp_path, monkeypatch):
+    "`build_dataset` raises the search's reason, with its kind, when a class got no images because its search failed."
+    from imgcls.core import ImgclsError
+    _offline(monkeypatch)
+    with pytest.raises(ImgclsError, match='DuckDuckGo could not be reached') as e:
+        dl.build_dataset(tmp_path/'bears', ['grizzly', 'black=black bear'], 3, progress=False, verbose=False)
+    assert e.value.kind == 'connection'
+    assert e.value.info['classes'] == ['grizzly', 'black']
+    assert {k: s['images'] for k, s in e.value.info['summary'].items()} == {'grizzly': 0, 'black': 0}
