@@ -16,7 +16,7 @@ __all__ = ['COMMANDS', 'ALIASES', 'command', 'run', 'main', 'new_project', 'cli_
 # %% ../nbs/20_cli.ipynb #354a96ac
 COMMANDS = dict(
     train='imgcls.learner:cli_train',
-    download='imgcls.download:cli_download',
+    download='imgcls.dataset:cli_download',
     predict='imgcls.inference:cli_predict',
     app='imgcls.app:cli_app',
     report='imgcls.interpret:cli_report',
@@ -98,7 +98,7 @@ def new_project(name: Path|str,          # project folder to create or resume
         if source is not None: data = Path(source)
         else:
             if not queries: raise ImgclsError('give at least two search terms (or --from FOLDER)')
-            from imgcls.download import build_dataset
+            from imgcls.dataset import build_dataset
             classes = dict(q.split('=', 1) if '=' in q else (q, q) for q in queries)
             data = root/'data'
             build_dataset(data, classes, n, search=search, allow_private=allow_private)

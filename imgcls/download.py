@@ -1,4 +1,4 @@
-"""Parallel, verified, resumable image downloads; near-duplicate detection; a provenance manifest; and `build_dataset`, which turns a few search terms into a dataset folder.
+"""Parallel, verified, resumable image downloads into one folder, with a provenance manifest that a re-run resumes from.
 
 Docs: https://imgcls.github.io/imgcls/download.html.md"""
 
@@ -6,20 +6,19 @@ Docs: https://imgcls.github.io/imgcls/download.html.md"""
 
 # %% ../nbs/03_download.ipynb #0f67ce68
 from __future__ import annotations
-import csv, hashlib, io, math, os, re, threading, time
+import csv, hashlib, io, os, re, threading, time
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, asdict
-from json import dumps as _json_dumps
 from pathlib import Path
 from typing import Callable, Iterable
 from PIL import Image
-from fastcore.all import L, AttrDict, delegates
-from .core import ImgclsError, open_rgb, image_files, verify_images, find_near_duplicates, utc_now, write_atomic, MAX_PIXELS
+from fastcore.all import L, AttrDict
+from .core import ImgclsError, open_rgb, MAX_PIXELS, utc_now, write_atomic
 from .fetch import fetch, http_session, USER_AGENT, MAX_BYTES
 
 # %% auto #0
 __all__ = ['RETRYABLE_KINDS', 'RETRYABLE_STATUS', 'MANIFEST_FIELDS', 'failure_reason', 'is_retryable', 'pixel_hash', 'Manifest',
-           'DownloadResult', 'DownloadReport', 'download_images', 'parse_classes', 'build_dataset', 'cli_download']
+           'DownloadResult', 'DownloadReport', 'download_images']
 
 # %% ../nbs/03_download.ipynb #c63fc074
 _REASONS = dict(connection='connection error', blocked='blocked address', too_large='too large', invalid='bad url',
@@ -281,171 +280,3 @@ def download_images(dest: Path|str,           # folder to save into (created if 
                           max_pixels, max_size, fmt, quality)
         for i, res in zip(todo, _run_parallel(one, [recs[i] for i in todo], n_workers, progress)): results[i] = res
     return DownloadReport(results)
-
-# %% ../nbs/03_download.ipynb #8de63974
-def parse_classes(queries: str|Iterable[str], # search terms, each its own class, or 'label=query' pairs
-                 ) -> dict:
-    "`{label: [queries]}` from search terms and `label=query` pairs; a repeated label merges its queries, in order."
-    out = {}
-    for q in [queries] if isinstance(queries, str) else queries:
-        label, sep, term = str(q).partition('=')
-        label, term = label.strip(), (term if sep else label).strip()
-        if not label or not term: raise ImgclsError(f'{q!r} needs a class name and a search term, e.g. "grizzly=grizzly bear"')
-        if term not in (qs := out.setdefault(label, [])): qs.append(term)
-    if not out: raise ImgclsError('give at least one search term, e.g.  imgcls download bears "grizzly=grizzly bear" "black=black bear"')
-    return out
-
-# %% ../nbs/03_download.ipynb #87b64f66
-def _safe_label(label) -> str:
-    "`label` as a folder name that stays inside its parent: separators and control characters replaced, no leading dots."
-    s = re.sub(r'[\x00-\x1f/\\:*?"<>|]+', '_', str(label)).strip(' ._')
-    if not s: raise ImgclsError(f'{label!r} cannot be used as a class name (a folder name)')
-    return s
-
-def _classes(classes) -> dict:
-    "`{folder-safe label: [queries]}` from a dict of label -> query or queries, or a list of terms for `parse_classes`."
-    if not isinstance(classes, dict): classes = parse_classes(classes)
-    out = {}
-    for label, qs in classes.items():
-        qs = [qs] if isinstance(qs, str) else list(qs)
-        if not qs or not all(str(q).strip() for q in qs): raise ImgclsError(f'class {label!r} needs at least one non-empty search term')
-        out.setdefault(_safe_label(label), []).extend(str(q).strip() for q in qs)
-    if not out: raise ImgclsError('give at least one class to search for')
-    return out
-
-# %% ../nbs/03_download.ipynb #975243d0
-def _search_class(search: Callable, queries: list, want: int, search_kw: dict) -> tuple[dict, list]:
-    "`({url: record}, errors)`: what the searches for `queries` found, first query first, and the `ImgclsError`s of those that failed."
-    found, errors = {}, []
-    for q in queries:
-        try: recs = search(q, math.ceil(want / len(queries)), **search_kw)
-        except ImgclsError as e: errors.append(e); continue
-        for r in recs:
-            r = _record(r); r.setdefault('query', q)
-            found.setdefault(r.url, r)
-    return found, errors
-
-def _count(folder: Path) -> int: return len(image_files(folder)) if folder.exists() else 0
-
-def _download_class(folder: Path, cands: list, n_per_class: int, label: str, man_path: Path, progress, kwargs: dict) -> DownloadReport:
-    "Download `cands` into `folder` in rounds until it holds `n_per_class` images or they run out."
-    results, start, ok_rate = [], 0, 1.0
-    while (have := _count(folder)) < n_per_class and start < len(cands):
-        take = math.ceil((n_per_class - have) / max(ok_rate, 0.25))  # expect some to fail
-        batch, start = cands[start:start + take], start + take
-        results += download_images(folder, batch, label=label, manifest=man_path, progress=progress, **kwargs)
-        ok_rate = sum(r.status == 'saved' for r in results) / len(results)
-    return DownloadReport(results)
-
-def _quarantine_bad(folder: Path, man_path: Path) -> dict:
-    "Quarantine the images in `folder` that do not decode, mark their manifest rows; return `{file: reason}`."
-    moved = verify_images(folder) if folder.exists() else {}
-    if moved:
-        m = Manifest(man_path)
-        for f, why in moved.items():
-            if r := m.by_path.get(m.rel(f)): m.add(**{**r, 'status': 'quarantined', 'reason': why, 'time': ''})
-    return moved
-
-def _class_summary(queries: list, found: dict, n_cands: int, results: DownloadReport, folder: Path, moved: dict, errors: list) -> dict:
-    "One class's line of the summary (plain JSON types)."
-    fails = results.failed.counts()
-    return dict(queries=queries, found=len(found), earlier=len(found) - n_cands, tried=len(results),
-                saved=sum(r.status == 'saved' for r in results), images=_count(folder),
-                duplicates=sum(r.status == 'duplicate' for r in results), failed=sum(fails.values()), failures=fails,
-                quarantined=len(moved), near_dups=0, across_classes=0, search_errors=[str(e) for e in errors], notes=[])
-
-# %% ../nbs/03_download.ipynb #61608228
-def _count_near_dups(path: Path, summary: dict):
-    "Add each class's near-duplicate pairs, within it and across classes, to `summary`."
-    nd = find_near_duplicates(path)
-    for kind, la, lb in zip(nd.kind, nd.label_a, nd.label_b):
-        for lab in {la, lb} & set(summary): summary[lab]['near_dups' if kind == 'same class' else 'across_classes'] += 1
-
-def _add_notes(summary: dict, min_per_class: int):
-    "Note, per class, a search that failed everywhere, or else too few images."
-    for label, s in summary.items():
-        if s['search_errors'] and len(s['search_errors']) == len(s['queries']): s['notes'].append(f"search failed: {s['search_errors'][0]}")
-        elif s['images'] < min_per_class:
-            s['notes'].append(f"only {s['images']} images (fewer than {min_per_class}): add search terms, or raise n_per_class or extra")
-
-def _format_summary(summary: dict) -> str:
-    "The per-class summary as an aligned text table, then its notes."
-    cols = ['found', 'earlier', 'saved', 'images', 'duplicates', 'failed', 'quarantined', 'near_dups', 'across_classes']
-    w = max([5] + [len(k) for k in summary])
-    lines = [f"{'class':<{w}}  " + '  '.join(cols) + '  failures']
-    for k, s in summary.items():
-        why = ', '.join(f'{r}: {n}' for r, n in s['failures'].items()) or ('search failed' if s['search_errors'] else '-')
-        lines.append(f'{k:<{w}}  ' + '  '.join(f'{s[c]:>{len(c)}}' for c in cols) + f'  {why}')
-    return '\n'.join(lines + [f'{k}: {n}' for k, s in summary.items() for n in s['notes']])
-
-def _check_searched(summary: dict, errors: dict):
-    "Raise `ImgclsError` (the search's kind) when a class has no images because every search for it failed."
-    dead = [k for k, s in summary.items() if s['images'] == 0 and errors[k] and len(errors[k]) == len(s['queries'])]
-    if dead:
-        e = errors[dead[0]][0]
-        raise ImgclsError(f"no images for {', '.join(map(repr, dead))}: the image search failed: {e}", e.kind, classes=dead, summary=summary)
-
-# %% ../nbs/03_download.ipynb #529d4eba
-@delegates(download_images, but=['label', 'manifest', 'progress'])
-def build_dataset(path: Path|str,         # dataset folder; one subfolder per class
-                  classes: dict|list,      # {label: query or [queries]}, or search terms / 'label=query' pairs (see `parse_classes`)
-                  n_per_class: int = 150,  # images wanted in each class
-                  *,
-                  extra: float = 0.5,      # ask the search for this fraction more results, to make up for failures
-                  search: Callable|None = None, # `search(term, max_images, **search_kw)` -> records; `imgcls.search.search_images` by default
-                  search_kw: dict|None = None, # extra arguments for `search`, e.g. dict(size='Large')
-                  min_per_class: int = 30, # note a class that ends with fewer images than this
-                  near_dups: bool = True,  # look for near-duplicate pictures afterwards
-                  progress: bool = True,   # show progress bars
-                  verbose: bool = True,    # print the summary table
-                  **kwargs,                # passed on to `download_images`
-                 ) -> dict:
-    "Search, download and verify `n_per_class` images per class into `path/<label>/`; return (and print) a per-class summary."
-    if search is None: from imgcls.search import search_images as search
-    classes, path = _classes(classes), Path(path).resolve()
-    path.mkdir(parents=True, exist_ok=True)
-    man_path, want, summary, errors = path/'manifest.csv', math.ceil(n_per_class * (1 + extra)), {}, {}
-    if progress:
-        from fastprogress.fastprogress import master_bar
-        mb = master_bar(list(classes.items()))
-    else: mb = list(classes.items())
-    for label, queries in mb:
-        folder = path/label
-        if folder.resolve().parent != path: raise ImgclsError(f'class {label!r} would be stored outside {path}')
-        found, errors[label] = _search_class(search, queries, want, search_kw or {})
-        settled = Manifest(man_path)
-        cands = [r for r in found.values() if settled.finished(label, r.url) is None]  # the rest were settled by an earlier run
-        results = _download_class(folder, cands, n_per_class, label, man_path, mb if progress else False, kwargs)
-        moved = _quarantine_bad(folder, man_path)
-        summary[label] = _class_summary(queries, found, len(cands), results, folder, moved, errors[label])
-        if progress: mb.write(f'{label}: {summary[label]["images"]} images')
-    if near_dups and summary: _count_near_dups(path, summary)
-    _add_notes(summary, min_per_class)
-    if verbose: print(_format_summary(summary))
-    _check_searched(summary, errors)
-    return summary
-
-# %% ../nbs/03_download.ipynb #298b8e1f
-def cli_download(dest: Path,          # dataset folder to create or add to; one subfolder per class
-                 *queries: str,        # search terms, one class each, or label=query pairs such as 'grizzly=grizzly bear'
-                 n: int = 150,         # images per class
-                 size: str = None,     # only images of this size: Small, Medium, Large or Wallpaper
-                 type: str = None,     # only images of this type: photo, clipart, gif, transparent or line
-                 license: str = None,  # only images under this license: any (Creative Commons), Public, Share, ShareCommercially, Modify, ModifyCommercially
-                 extra: float = 0.5,   # ask for this fraction more search results, to make up for failures
-                 max_size: int = 800,  # shrink so the long side is at most this many pixels (0 keeps the size)
-                 n_workers: int = 32,  # downloads at once
-                 min_per_class: int = 30, # note classes that end with fewer images
-                 allow_private: bool = False, # also download from loopback and private addresses (an intranet, a test server)
-                 json: bool = False,   # print the per-class summary as one JSON object on the last line
-                 **kwargs,             # passed on to `build_dataset`
-                ):
-    "Search for each term and download its images into DEST/<class>/, with a manifest and a per-class summary."
-    search_kw = {k: v for k, v in dict(size=size, type_image=type, license_image=license).items() if v is not None}
-    try: summary = build_dataset(dest, parse_classes(queries), n, extra=extra, search_kw=search_kw, max_size=max_size or None,
-                                 n_workers=n_workers, min_per_class=min_per_class, allow_private=allow_private, progress=not json, **kwargs)
-    except ImgclsError as e:
-        if json and 'summary' in e.info: print(_json_dumps(e.info['summary']))
-        raise
-    if json: print(_json_dumps(summary))
-    return summary

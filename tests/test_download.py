@@ -1,4 +1,4 @@
-"Integration tests of imgcls.download: killed runs, address blocking, path safety, the CLI. Only 127.0.0.1 servers."
+"Integration tests of imgcls.download and imgcls.dataset: killed runs, address blocking, path safety, the CLI. Only 127.0.0.1 servers."
 import io, json, os, signal, subprocess, sys, time, types
 from pathlib import Path
 from urllib.parse import quote
@@ -8,6 +8,7 @@ import pytest
 from PIL import Image
 
 import imgcls.download as dl
+import imgcls.dataset as ds
 import imgcls.fetch
 from imgcls.core import image_files, make_toy_images, open_rgb
 from imgserver import ImageServer
@@ -102,7 +103,7 @@ def test_nothing_written_outside_dest(tmp_path):
         urls.append(srv.url('img/') + '../../' + quote(next(iter(files))))  # dot segments in the URL itself
         rep = dl.download_images(dest, urls, allow_private=True, label='../../evil', progress=False)
         assert rep.counts()['saved'] == 1 and rep.counts()['duplicate'] == 5
-        summary = dl.build_dataset(tmp_path/'a'/'ds', {'../../up': ['x'], '/abs/path': ['y']}, 2, allow_private=True,
+        summary = ds.build_dataset(tmp_path/'a'/'ds', {'../../up': ['x'], '/abs/path': ['y']}, 2, allow_private=True,
                                    search=lambda q, n, **kw: [dict(url=u) for u in urls[:n]], min_per_class=0,
                                    progress=False, verbose=False)
     assert set(summary) == {'up', 'abs_path'}
@@ -127,11 +128,11 @@ def test_cli_download_direct(tmp_path, monkeypatch, capsys):
     with ImageServer(files) as srv:
         fake = _fake_search_module(srv, sorted(files))
         monkeypatch.setitem(sys.modules, 'imgcls.search', fake)
-        dl.cli_download(tmp_path/'ds', 'circle', 'boxes=square', n=4, type='photo', allow_private=True, min_per_class=1)
+        ds.cli_download(tmp_path/'ds', 'circle', 'boxes=square', n=4, type='photo', allow_private=True, min_per_class=1)
         out = capsys.readouterr().out
         assert 'circle' in out and 'boxes' in out  # the summary table (progress bars above it)
         assert fake.calls[0][2] == {'type_image': 'photo'}
-        dl.cli_download(tmp_path/'ds', 'circle', 'boxes=square', n=5, json=True, allow_private=True, min_per_class=1)
+        ds.cli_download(tmp_path/'ds', 'circle', 'boxes=square', n=5, json=True, allow_private=True, min_per_class=1)
         res = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert {k: v['images'] for k, v in res.items()} == {'circle': 5, 'boxes': 5}
     assert res['circle']['earlier'] >= 4
@@ -177,7 +178,7 @@ def test_build_dataset_offline_raises(tmp_path, monkeypatch):
     from imgcls.core import ImgclsError
     _offline(monkeypatch)
     with pytest.raises(ImgclsError, match='DuckDuckGo could not be reached') as e:
-        dl.build_dataset(tmp_path/'bears', ['grizzly', 'black=black bear'], 3, progress=False, verbose=False)
+        ds.build_dataset(tmp_path/'bears', ['grizzly', 'black=black bear'], 3, progress=False, verbose=False)
     assert e.value.kind == 'connection'
     assert e.value.info['classes'] == ['grizzly', 'black']
     assert {k: s['images'] for k, s in e.value.info['summary'].items()} == {'grizzly': 0, 'black': 0}
