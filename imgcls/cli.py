@@ -19,7 +19,7 @@ COMMANDS = dict(
     download='imgcls.dataset:cli_download',
     predict='imgcls.inference:cli_predict',
     app='imgcls.app:cli_app',
-    report='imgcls.interpret:cli_report',
+    report='imgcls.report:cli_report',
     new='imgcls.cli:cli_new',
 )
 ALIASES = {'--from': '--source'}  # option names that are Python keywords
