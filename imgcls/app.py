@@ -287,6 +287,7 @@ def _server_classes(max_kernels: int, orphan_seconds: int) -> tuple:
         def visitors(self) -> int:
             "Kernels given to visitors: all but those waiting in the preheat pool."
             pool = {self._task_kernel.get(t) for p in getattr(self, '_pools', {}).values() for t in p}
+            self._alive &= set(self._kernels) | set(self._pending_kernels)   # forget kernels that died and were removed
             return len(self._alive - pool)
         async def cull_kernel_if_idle(self, kernel_id):   # Voila's subclass skips pooled kernels before calling this
             k = self._kernels.get(kernel_id)
