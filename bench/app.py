@@ -13,11 +13,21 @@ import psutil
 def free_port():
     with socket.socket() as s: s.bind(('127.0.0.1', 0)); return s.getsockname()[1]
 
-def kernels(pid): return [p for p in psutil.Process(pid).children(recursive=True) if 'ipykernel' in ' '.join(p.cmdline())]
+def kernels(pid):
+    out = []
+    for p in psutil.Process(pid).children(recursive=True):
+        try:
+            if 'ipykernel' in ' '.join(p.cmdline()): out.append(p)
+        except psutil.Error: pass   # exited meanwhile (a zombie until reaped)
+    return out
 
 def total_rss(pid):
     p = psutil.Process(pid)
-    return p.memory_info().rss + sum(c.memory_info().rss for c in p.children(recursive=True))
+    n = p.memory_info().rss
+    for c in p.children(recursive=True):
+        try: n += c.memory_info().rss
+        except psutil.Error: pass
+    return n
 
 def main():
     ap = argparse.ArgumentParser(); ap.add_argument('model'); ap.add_argument('--preheat', type=int, default=1)
@@ -51,6 +61,8 @@ def main():
                 expect(page.locator('.imgcls-pickbtn')).to_be_visible(timeout=180_000)
                 times.append(time.time() - t)
                 if i == 0:
+                    nav = page.evaluate('(() => { const t = performance.timing; return [t.responseEnd - t.navigationStart, t.loadEventEnd - t.navigationStart]; })()')
+                    print(f'first visit: page HTML received after {nav[0]/1e3:.1f} s, page loaded after {nav[1]/1e3:.1f} s (the rest is the widgets connecting)')
                     visitor = [k for k in kernels(proc.pid)]
                     for k in visitor:
                         m = k.memory_full_info()

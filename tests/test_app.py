@@ -56,8 +56,12 @@ def imgcls_command() -> list:
 
 def kernels(proc) -> list:
     "The server's kernel processes."
-    try: return [p for p in psutil.Process(proc.pid).children(recursive=True) if 'ipykernel' in ' '.join(p.cmdline())]
-    except psutil.NoSuchProcess: return []
+    out = []
+    for p in psutil.Process(proc.pid).children(recursive=True):
+        try:
+            if 'ipykernel' in ' '.join(p.cmdline()): out.append(p)
+        except psutil.Error: pass   # exited meanwhile (a zombie until reaped)
+    return out
 
 
 def total_rss(proc) -> int:
@@ -66,7 +70,7 @@ def total_rss(proc) -> int:
     n = p.memory_info().rss
     for c in p.children(recursive=True):
         try: n += c.memory_info().rss
-        except psutil.NoSuchProcess: pass
+        except psutil.Error: pass
     return n
 
 
