@@ -1,10 +1,12 @@
 """End-to-end: `imgcls app MODEL` served by Voila, driven in Debian's Chromium with Playwright.
 
 Needs /usr/bin/chromium (`make chromium`). Screenshots go to test-artifacts/ (git-ignored).
+One server serves the tests in order, with short culling settings so the file stays quick:
+`--max-kernels 3 --preheat 1 --orphan-seconds 10 --idle-minutes 1`.
 """
-import os, re, shutil, signal, socket, subprocess, sys, time, urllib.request, warnings
+import base64, json, os, re, shutil, signal, socket, subprocess, sys, threading, time, urllib.error, urllib.request, warnings
 from pathlib import Path
-import pytest
+import psutil, pytest
 from imgcls.core import example_data, make_toy_images, image_files
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -12,11 +14,13 @@ ARTIFACTS = ROOT/'test-artifacts'
 CHROMIUM = '/usr/bin/chromium'
 CHROMIUM_ARGS = ['--no-sandbox', '--disable-gpu', '--disable-background-networking', '--disable-component-update',
                  '--disable-sync', '--no-first-run']
+LOCAL = ('http://127.0.0.1', 'ws://127.0.0.1', 'data:', 'blob:')
+CAP, ORPHAN_S = 3, 10
 
 
 @pytest.fixture(scope='module')
 def model(tmp_path_factory):
-    "A small lite0 model in the safe format: ants/bees (20 photos each) when the shared photos exist, else toy shapes."
+    "A small lite0 model in the safe format, with `examples/` beside it: ants/bees (20 photos each) when the shared photos exist, else toy shapes."
     from fastai.learner import load_learner
     from imgcls.learner import train
     from imgcls.inference import export_safe
@@ -27,14 +31,16 @@ def model(tmp_path_factory):
         for c in ('ants', 'bees'):
             (data/c).mkdir(parents=True)
             for f in image_files(ab/'train'/c)[:20]: shutil.copy(f, data/c/f.name)
-        photo = image_files(ab/'val'/'bees')[0]
+        photo, examples = image_files(ab/'val'/'bees')[0], [image_files(ab/'val'/c)[1] for c in ('ants', 'bees')]
     else:
         data = make_toy_images(tmp/'toy', 12)
-        photo = image_files(data/'circle')[0]
-    res = train(data, 'efficientnet_lite0', size=None if ab else 64, out=tmp/'model.pkl', verbose=False)
+        photo, examples = image_files(data/'circle')[0], [image_files(data/c)[1] for c in ('circle', 'square')]
+    res = train(data, 'efficientnet_lite0', size=None if ab else 64, top_epochs=0, out=tmp/'model.pkl', verbose=False)
     with warnings.catch_warnings():
         warnings.simplefilter('ignore')
         path = export_safe(load_learner(res['model_path']), tmp/'model')
+    (path/'examples').mkdir()
+    for f in examples: shutil.copy(f, path/'examples'/f.name)
     return path, photo, res['classes']
 
 
@@ -48,26 +54,62 @@ def imgcls_command() -> list:
     return [str(exe)] if exe.exists() else [sys.executable, '-c', 'from imgcls.cli import main; main()']
 
 
-@pytest.fixture
-def app_url(model, tmp_path):
-    "Start `imgcls app` on a free port; yield its URL; always stop it (and its kernels) afterwards."
-    port, log = free_port(), tmp_path/'app.log'
+def kernels(proc) -> list:
+    "The server's kernel processes."
+    out = []
+    for p in psutil.Process(proc.pid).children(recursive=True):
+        try:
+            if 'ipykernel' in ' '.join(p.cmdline()): out.append(p)
+        except psutil.Error: pass   # exited meanwhile (a zombie until reaped)
+    return out
+
+
+def total_rss(proc) -> int:
+    "Bytes of memory held by the server and all its kernels."
+    p = psutil.Process(proc.pid)
+    n = p.memory_info().rss
+    for c in p.children(recursive=True):
+        try: n += c.memory_info().rss
+        except psutil.Error: pass
+    return n
+
+
+def wait_for(cond, timeout: float, step: float = 1.):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        v = cond()
+        if v: return v
+        time.sleep(step)
+    return cond()
+
+
+def get(url: str, timeout: float = 120) -> tuple:
+    "A plain HTTP GET (no websocket): (status, body)."
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as r: return r.status, r.read().decode()
+    except urllib.error.HTTPError as e: return e.code, e.read().decode()
+
+
+@pytest.fixture(scope='module')
+def server(model, tmp_path_factory):
+    "Start `imgcls app` on a free port with short culling settings; yield (url, process, log); always stop it and its kernels."
+    port, log = free_port(), tmp_path_factory.mktemp('log')/'app.log'
     with open(log, 'w') as out:
-        proc = subprocess.Popen(imgcls_command() + ['app', str(model[0]), '--port', str(port)],
+        proc = subprocess.Popen(imgcls_command() + ['app', str(model[0]), '--port', str(port), '--max-kernels', str(CAP), '--preheat', '1',
+                                                    '--orphan-seconds', str(ORPHAN_S), '--idle-minutes', '1'],
                                 stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
     url = f'http://127.0.0.1:{port}/'
     try:
-        deadline = time.time() + 120
-        while True:
+        def up():
             if proc.poll() is not None: pytest.fail(f'imgcls app exited with {proc.returncode}:\n{log.read_text()}')
             try:
-                with urllib.request.urlopen(url, timeout=5) as r:
-                    if r.status == 200: break
-            except OSError: pass
-            if time.time() > deadline: pytest.fail(f'imgcls app did not answer within 120 s:\n{log.read_text()}')
-            time.sleep(0.5)
+                with socket.create_connection(('127.0.0.1', port), timeout=1): return True
+            except OSError: return False
+        if not wait_for(up, 120, 0.5): pytest.fail(f'imgcls app did not listen within 120 s:\n{log.read_text()}')
         assert f'open {url}' in log.read_text()
-        yield url
+        # the preheated kernel has loaded the model: it shows in the log
+        if not wait_for(lambda: 'is filled with 1 kernel' in log.read_text(), 120): pytest.fail(f'no preheated kernel:\n{log.read_text()}')
+        yield url, proc, log
     finally:
         for sig, wait in ((signal.SIGTERM, 20), (signal.SIGKILL, 10)):
             if proc.poll() is not None: break
@@ -79,43 +121,142 @@ def app_url(model, tmp_path):
         except ProcessLookupError: pass
 
 
-def test_app_in_chromium(model, app_url):
-    "Upload a photo and see label and probability; upload a text file and see a sentence; nothing fetched from elsewhere."
+@pytest.fixture(scope='module')
+def browser():
     if not Path(CHROMIUM).exists(): pytest.skip(f'{CHROMIUM} missing: run `make chromium`')
-    from playwright.sync_api import sync_playwright, expect
+    from playwright.sync_api import sync_playwright
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try: yield b
+        finally: b.close()
+
+
+def open_app(browser, url, width=1200, timeout=120_000):
+    "A page showing the app's controls, and the lists of outside requests and console errors it made."
+    from playwright.sync_api import expect
+    page = browser.new_page(viewport={'width': width, 'height': 900})
+    outside, console = [], []
+    page.on('request', lambda r: None if r.url.startswith(LOCAL) else outside.append(r.url))
+    page.on('console', lambda m: console.append(m.text) if m.type == 'error' else None)
+    page.goto(url, timeout=timeout)
+    expect(page.locator('.imgcls-pickbtn')).to_be_visible(timeout=timeout)
+    return page, outside, console
+
+
+def pick(page, *files):
+    "Choose files with the page's file input: paths or (name, bytes)."
+    page.locator('.imgcls-pick').set_input_files(
+        [str(f) if isinstance(f, Path) else {'name': f[0], 'mimeType': 'application/octet-stream', 'buffer': f[1]} for f in files])
+
+
+def not_clipped(page, selector: str) -> list:
+    "Texts of elements matching `selector` that are cut off (wider than their box, or beyond the window's right edge)."
+    return page.eval_on_selector_all(selector, '''els => els.filter(e => e.scrollWidth > e.clientWidth + 1 ||
+        e.getBoundingClientRect().right > document.documentElement.clientWidth + 1).map(e => e.textContent)''')
+
+
+def test_page(model, server, browser):
+    "Pick, drop, click an example; bad files get sentences; results stay until Clear; readable at 1200 and 390 px; nothing from elsewhere."
+    from playwright.sync_api import expect
+    url, proc, log = server
     _, photo, classes = model
     ARTIFACTS.mkdir(exist_ok=True)
-    local = ('http://127.0.0.1', 'ws://127.0.0.1', 'data:', 'blob:')
-    fetched_elsewhere, blocked = [], []
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        try:
-            page = browser.new_page(viewport={'width': 1000, 'height': 700})
-            page.on('requestfinished', lambda r: None if r.url.startswith(local) else fetched_elsewhere.append(r.url))
-            page.on('requestfailed', lambda r: None if r.url.startswith(local) else blocked.append(r.url))
-            page.goto(app_url, timeout=60_000)
-            upload = page.get_by_role('button', name=re.compile('Upload images'))
-            expect(upload).to_be_visible(timeout=120_000)       # the kernel starts and loads the model first
+    page, outside, console = open_app(browser, url)
+    try:
+        h1 = page.locator('h1').inner_text()
+        assert all(c in h1 for c in classes), h1
+        pick(page, photo)
+        cards = page.locator('.imgcls-result')
+        expect(cards).to_have_count(1, timeout=60_000)
+        text = cards.first.inner_text()
+        assert photo.name in text
+        assert re.search(rf"({'|'.join(map(re.escape, classes))})\s+\d+\.\d%", text), text
+        assert len(re.findall(r'\d+\.\d%', text)) == 1 + len(classes)         # the label's and every class's bar
+        pick(page, ('notes.txt', b'not a picture'), ('empty.png', b''))
+        errors = page.locator('.imgcls-error')
+        expect(errors).to_have_count(2, timeout=60_000)
+        assert 'empty.png is empty' in errors.all_inner_texts()[0 if 'empty' in errors.all_inner_texts()[0] else 1]
+        # drop a file on the app, as a browser does
+        page.evaluate('''b64 => { const bytes = Uint8Array.from(atob(b64), c => c.charCodeAt(0));
+            const dt = new DataTransfer(); dt.items.add(new File([bytes], 'dropped.jpg', {type: 'image/jpeg'}));
+            document.querySelector('.imgcls-drop').dispatchEvent(new DragEvent('drop', {dataTransfer: dt, bubbles: true, cancelable: true})); }''',
+                      base64.b64encode(photo.read_bytes()).decode())
+        expect(cards).to_have_count(2, timeout=60_000)
+        assert 'dropped.jpg' in cards.first.inner_text()
+        page.locator('[data-example]').first.click()
+        expect(cards).to_have_count(3, timeout=60_000)
+        assert page.locator('.imgcls-pickbtn').inner_text() == 'Choose photos'
+        page.screenshot(path=str(ARTIFACTS/'app-1200.png'), full_page=True)
+        assert not_clipped(page, 'h1, .imgcls-label, .imgcls-v, .imgcls-name, .imgcls-error p') == []
+        lefts = page.eval_on_selector_all('.imgcls-result .imgcls-bars', 'els => els.map(e => Math.round(e.getBoundingClientRect().left))')
+        assert len(set(lefts)) <= 3, lefts       # one x per column of cards: the bars never follow the thumbnail's width
+        assert page.locator('.imgcls-app').bounding_box()['width'] > 900     # uses the width
 
-            with page.expect_file_chooser() as chooser: upload.click()
-            chooser.value.set_files(str(photo))
-            card = page.locator('.imgcls-result')
-            expect(card).to_be_visible(timeout=60_000)
-            text = card.inner_text()
-            assert photo.name in text
-            assert re.search(rf"({'|'.join(map(re.escape, classes))})\s+\d+\.\d%", text), text
-            page.screenshot(path=str(ARTIFACTS/'app-prediction.png'), full_page=True)
+        page.set_viewport_size({'width': 390, 'height': 844})
+        page.wait_for_timeout(500)
+        page.screenshot(path=str(ARTIFACTS/'app-390.png'), full_page=True)
+        assert not_clipped(page, 'h1, .imgcls-label, .imgcls-v, .imgcls-name, .imgcls-error p, .imgcls-pickbtn') == []
+        assert page.evaluate('document.documentElement.scrollWidth <= window.innerWidth + 1')
+        assert len(set(page.eval_on_selector_all('.imgcls-result .imgcls-bars', 'els => els.map(e => Math.round(e.getBoundingClientRect().left))'))) == 1
 
-            with page.expect_file_chooser() as chooser: upload.click()
-            chooser.value.set_files(files=[{'name': 'notes.txt', 'mimeType': 'text/plain', 'buffer': b'not a picture'}])
-            error = page.locator('.imgcls-error')
-            expect(error).to_contain_text('notes.txt is not an image', timeout=60_000)
-            expect(page.locator('.imgcls-result')).to_have_count(0)
-            page.screenshot(path=str(ARTIFACTS/'app-not-an-image.png'), full_page=True)
-            body = page.locator('body').inner_text()
-            assert 'Traceback' not in body and 'Error' not in body
-        finally: browser.close()
-    assert fetched_elsewhere == [], f'the page fetched from outside 127.0.0.1: {fetched_elsewhere}'
+        page.get_by_role('button', name='Clear results').click()
+        expect(page.locator('.imgcls-result, .imgcls-error')).to_have_count(0, timeout=30_000)
+        body = page.locator('body').inner_text()
+        assert 'Traceback' not in body
+    finally: page.close()
+    assert outside == [], f'the page asked for addresses outside 127.0.0.1: {outside}'
+    assert not [m for m in console if 'Content Security Policy' in m or 'Content-Security-Policy' in m], console
+
+
+def test_cap(model, server, browser):
+    "With the cap at 3, a 4th simultaneous visitor sees the busy page, and the first 3 still get answers."
+    from playwright.sync_api import expect
+    url, proc, log = server
+    _, photo, _ = model
+    pages = []
+    try:
+        for _ in range(CAP): pages.append(open_app(browser, url)[0])
+        status, body = get(url)
+        assert status == 503 and 'Busy, try again in a minute' in body, (status, body[:300])
+        for p in pages: pick(p, photo)
+        for p in pages: expect(p.locator('.imgcls-result')).to_have_count(1, timeout=60_000)
+    finally:
+        for p in pages: p.close()
+
+
+def test_memory_after_visits(model, server, browser):
+    "12 visits one after another, each page closed: within a minute the server's memory is back within 200 MB of its idle figure."
+    url, proc, log = server
+    assert wait_for(lambda: len(kernels(proc)) <= 1, 60), 'the kernels of the pages closed by test_cap were not freed'
+    time.sleep(2)
+    idle = total_rss(proc)
+    peak = 0
+    for _ in range(12):
+        page = open_app(browser, url)[0]
+        peak = max(peak, len(kernels(proc)))
+        page.close()
+    back = wait_for(lambda: total_rss(proc) - idle < 200e6 and len(kernels(proc)) <= 1, 60)
+    assert back, f'{(total_rss(proc) - idle)/1e6:.0f} MB above idle a minute after 12 visits; {len(kernels(proc))} kernels'
+    assert peak >= 2     # the visits did start kernels
+
+
+def test_unconnected_loads_freed(server):
+    "8 page loads that never open their websocket (plain GETs): their kernels are freed well within 2 minutes."
+    url, proc, log = server
+    assert wait_for(lambda: len(kernels(proc)) <= 1, 60)
+    results = []
+    threads = [threading.Thread(target=lambda: results.append(get(url))) for _ in range(8)]
+    for t in threads: t.start(); time.sleep(0.2)
+    for t in threads: t.join()
+    codes = sorted(r[0] for r in results)
+    assert codes.count(200) == CAP and codes.count(503) == 8 - CAP, codes
+    page = next(body for code, body in results if code == 200)
+    assert page.index('Loading the model') < page.index('imgcls-app'), 'no loading message before the app'
+    assert 'fontawesome' not in page.lower() and 'cdn.' not in page
+    assert len(kernels(proc)) >= CAP       # the loads did start kernels
+    t0 = time.time()
+    assert wait_for(lambda: len(kernels(proc)) <= 2, 120), f'{len(kernels(proc))} kernels after 2 minutes'
+    print(f'kernels of 8 unconnected loads freed in {time.time() - t0:.0f} s')
 
 
 def test_app_busy_port(model):
