@@ -6,7 +6,7 @@ Docs: https://imgcls.github.io/imgcls/runtime.html.md"""
 
 # %% ../nbs/06_runtime.ipynb #b4c64099
 from __future__ import annotations
-import hashlib, importlib.util, os, sys, warnings
+import copy, hashlib, importlib.util, os, sys, warnings
 from unittest.mock import patch
 from pathlib import Path
 import numpy as np
@@ -82,6 +82,8 @@ def export_onnx(module,             # a torch module mapping (N,3,size,size) flo
     "Export `module` to ONNX at `path` with a dynamic batch axis, atomically, after checking ONNX Runtime agrees with torch."
     import torch
     if importlib.util.find_spec('onnx') is None: raise ImgclsError('exporting needs the onnx package: run `pip install onnx`', 'missing')
+    p = next(iter(module.parameters()), None)
+    if p is not None and (p.device.type != 'cpu' or p.dtype != torch.float32): module = copy.deepcopy(module).float().cpu()  # e.g. trained on a GPU
     module = module.eval()
     x = torch.randn(2, 3, size, size, generator=torch.Generator().manual_seed(0))
     with torch.no_grad(): ref = module(x).float().numpy()
@@ -116,6 +118,7 @@ def frozen_forward(module,                 # a frozen torch module mapping (N,3,
                    size: int,              # input side length
                    name: str,              # what it is, e.g. 'efficientnet_lite2-body' (cache file name, messages)
                    runtime: str|None = None, # one of RUNTIMES; default `$IMGCLS_RUNTIME` or 'auto'
+                   onnx_path: Path|str|None = None, # its export, when one exists already (e.g. a verified model.onnx); default: the cache's
                   ):
     "A function of a torch batch returning `module`'s output as a CPU tensor: on ONNX Runtime where it can, else `module` itself."
     import torch
@@ -125,7 +128,7 @@ def frozen_forward(module,                 # a frozen torch module mapping (N,3,
     if runtime == 'torch' or (runtime == 'auto' and p is not None and p.device.type != 'cpu'): return module
     try:
         if importlib.util.find_spec('onnxruntime') is None: raise ImgclsError('onnxruntime is not installed', 'missing')
-        session = OrtModule(cached_onnx(module, size, name))
+        session = OrtModule(onnx_path or cached_onnx(module, size, name))
     except Exception as e:
         if runtime == 'onnx': raise ImgclsError(f'{name} cannot run on ONNX Runtime: {e}') from e
         why = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
