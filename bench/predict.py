@@ -1,6 +1,17 @@
-"""Prediction speed: imgcls's `Classifier` against fastai's `learn.predict` and `learn.get_preds` on the same model.
+"""Prediction speed: imgcls's `Classifier` against fastai's `learn.predict` and `learn.get_preds` on the same model,
+then torch against ONNX Runtime (issue 14).
 
-    python bench/predict.py [--arch efficientnet_lite2] [--model MODEL.pkl] [--n-single 60] [--repeats 3]
+    python bench/predict.py [--only fastai|runtimes] [--arch efficientnet_lite2] [--model MODEL.pkl] [--n-single 60] [--repeats 3]
+                            [--datasets hymenoptera_data,flowers] [--models DIR]
+
+Runtimes (`--only runtimes` runs just this part): per data set, trains the default model in the safe format with
+`imgcls train --out DIR` (or reuses DIR/<data set>/model.json under --models), exports it with
+`imgcls.runtime.export_classifier`, and on every validation image compares the torch `Classifier` with the torch-free
+`OnnxClassifier`: single-image p50/p95 (alternating), folder images/s (same threaded decoding for both), the raw forward
+of each at batch 32 (the limit), peak RSS of a fresh process that loads the model and predicts one image, and agreement
+(same labels, largest probability difference).
+
+fastai part:
 
 Trains a model on ../shared/data/hymenoptera_data with `imgcls train` in a subprocess (or uses --model, a fastai export
 from imgcls), so this process loads it fresh as a deployed app would. Exports it in the safe format and loads that with
@@ -29,8 +40,17 @@ def main():
     p.add_argument('--model', type=Path, help='an existing imgcls fastai export (.pkl) instead of training one')
     p.add_argument('--n-single', type=int, default=60, help='images timed one at a time (per library)')
     p.add_argument('--repeats', type=int, default=3, help='folder runs per library')
+    p.add_argument('--only', choices=['fastai', 'runtimes'], help='run one part (default: both)')
+    p.add_argument('--datasets', default='hymenoptera_data,flowers', help='runtimes: data sets under shared/data')
+    p.add_argument('--models', type=Path, help='runtimes: folder of trained safe models, one per data set (trained there when missing)')
     a = p.parse_args()
     os.chdir(ROOT)
+    if a.only != 'runtimes': main_fastai(a)
+    if a.only != 'fastai': main_runtimes(a, Path(tempfile.mkdtemp(prefix='bench-runtimes-')))
+
+
+def main_fastai(a):
+    "imgcls's torch `Classifier` against fastai's predict and get_preds."
     from imgcls.core import example_data, image_files
     from imgcls.models import DEFAULT_ARCH
     from imgcls.inference import export_safe, load_classifier
@@ -98,6 +118,136 @@ def main():
     print(f"| folder (images/s) | {res['fastai_img_s']:.1f} | {res['imgcls_img_s']:.1f} | {res['imgcls_img_s']/res['fastai_img_s']:.1f}x |")
     print(f"\nsame label on {same_labels:.1%} of the folder; largest probability difference {max_diff:.1e}")
     print(json.dumps(res))
+
+
+# ---------------------------------------------------------------- torch vs ONNX Runtime (issue 14)
+
+MEM_CODE = {  # a fresh process loads the model and predicts one image; prints its peak memory and whether torch was imported
+    'torch': "from imgcls.inference import load_classifier\nclf = load_classifier(MODEL)\np = clf.predict(IMAGE).label",
+    'onnxruntime': "import json\nfrom imgcls.runtime import OnnxClassifier\n"
+                   "clf = OnnxClassifier(json.loads((MODEL/'model.json').read_text()), MODEL/'model.onnx')\np = clf.predict(IMAGE)['label']",
+}
+MEM_WRAP = """import sys, time, json
+from pathlib import Path
+t0 = time.perf_counter()
+MODEL, IMAGE = Path({model!r}), {image!r}
+{code}
+status = dict(l.split(':', 1) for l in open('/proc/self/status').read().splitlines() if ':' in l)
+print(json.dumps(dict(label=p, seconds=time.perf_counter() - t0, torch_imported='torch' in sys.modules,
+                      peak_rss_mb=int(status['VmHWM'].split()[0]) / 1024, rss_mb=int(status['VmRSS'].split()[0]) / 1024)))
+"""
+
+def process_memory(model_dir: Path, image: Path) -> dict:
+    "Per runtime: peak RSS, seconds (imports included) and labels of a fresh process that loads the model and predicts one image."
+    out = {}
+    for name, code in MEM_CODE.items():
+        env = dict(os.environ, IMGCLS_RUNTIME='torch' if name == 'torch' else 'auto', PYTHONPATH=str(ROOT))
+        r = subprocess.run([sys.executable, '-c', MEM_WRAP.format(model=str(model_dir), image=str(image), code=code)],
+                           capture_output=True, text=True, env=env, check=True)
+        out[name] = json.loads(r.stdout.strip().splitlines()[-1])
+    return out
+
+def raw_forward(clf, oclf, bs: int = 32, n: int = 4) -> dict:
+    "Images/s of the whole network alone (random batch of `bs`, best of `n`): torch channels-last vs ONNX Runtime."
+    size = clf.config['size']
+    x = torch.randn(bs, 3, size, size)
+    xcl, xn, model = x.contiguous(memory_format=torch.channels_last), x.numpy(), clf.model.eval()
+    def best(fn):
+        fn(); ts = []
+        for _ in range(n): t = time.perf_counter(); fn(); ts.append(time.perf_counter() - t)
+        return bs / min(ts)
+    with torch.inference_mode():
+        r = dict(torch_nchw=best(lambda: model(x.contiguous())), torch_cl=best(lambda: model(xcl)))
+    r['onnxruntime'] = best(lambda: oclf.model(xn))
+    try: import openvino as ov   # measured when importable (not an imgcls dependency): e.g. PYTHONPATH=/tmp/ov
+    except ImportError: return r
+    req = ov.Core().compile_model(str(oclf.model.path), 'CPU', {'INFERENCE_NUM_THREADS': oclf.model.session.get_session_options().intra_op_num_threads,
+                                                            'INFERENCE_PRECISION_HINT': 'f32'}).create_infer_request()
+    r['openvino'] = best(lambda: req.infer({0: xn}))
+    r['openvino_max_diff'] = float(np.abs(req.infer({0: xn})[0] - oclf.model(xn)).max())
+    return r
+
+def compare_runtimes(name: str, data: Path, model_dir: Path, n_single: int, repeats: int) -> dict:
+    "torch `Classifier` vs `OnnxClassifier` on one trained model: single-image latency, folder throughput, raw forward, agreement."
+    from imgcls.inference import load_classifier
+    from imgcls.runtime import OnnxClassifier, export_classifier
+    from imgcls.data import image_dataloaders
+    os.environ['IMGCLS_RUNTIME'] = 'torch'  # the torch side stays torch once `Classifier` learns ONNX Runtime
+    clf = load_classifier(model_dir)
+    del os.environ['IMGCLS_RUNTIME']
+    t = time.perf_counter(); onnx = export_classifier(clf.model, clf.config['size'], model_dir/'model.onnx'); export_s = time.perf_counter() - t
+    oclf = OnnxClassifier(clf.config, onnx)
+    files = list(map(Path, image_dataloaders(data, check=False, num_workers=0).valid.items))
+    load0 = os.getloadavg()[0]
+    for f in files[:3]: clf.predict(f); oclf.predict(f)
+    t_torch, t_ort = [], []
+    for i, f in enumerate(files[:n_single]):
+        order = [(t_torch, lambda: clf.predict(f)), (t_ort, lambda: oclf.predict(f))]
+        for ts, fn in (order if i % 2 == 0 else order[::-1]):
+            t = time.perf_counter(); fn(); ts.append(time.perf_counter() - t)
+    r_torch, r_ort = [], []
+    for i in range(repeats):
+        for which in (('torch', 'ort') if i % 2 == 0 else ('ort', 'torch')):
+            t = time.perf_counter()
+            if which == 'torch': pt = np.concatenate([clf.probs(torch.stack(ts)).numpy() for ts in batches(files, clf.tensor)])
+            else: po = np.concatenate([oclf.probs(np.stack(ts)) for ts in batches(files, oclf.tensor)])
+            (r_torch if which == 'torch' else r_ort).append(time.perf_counter() - t)
+    raw = raw_forward(clf, oclf)
+    mem = process_memory(model_dir, files[0])
+    return dict(dataset=name, arch=clf.config['arch'], size=clf.config['size'], n_valid=len(files), n_single=min(n_single, len(files)),
+                export_s=export_s, onnx_mb=onnx.stat().st_size / 1e6,
+                torch_p50_ms=pct(t_torch, 50), ort_p50_ms=pct(t_ort, 50), torch_p95_ms=pct(t_torch, 95), ort_p95_ms=pct(t_ort, 95),
+                torch_img_s=len(files) / statistics.median(r_torch), ort_img_s=len(files) / statistics.median(r_ort),
+                raw=raw, memory=mem, same_labels=int((pt.argmax(1) == po.argmax(1)).sum()), max_prob_diff=float(np.abs(pt - po).max()),
+                load_avg=[round(load0, 2), round(os.getloadavg()[0], 2)])
+
+def batches(files: list, tensor, bs: int = 32):
+    "Yield lists of preprocessed images, `bs` at a time, decoded in threads while the caller runs the previous batch."
+    from concurrent.futures import ThreadPoolExecutor
+    chunks = [files[i:i+bs] for i in range(0, len(files), bs)]
+    with ThreadPoolExecutor(min(4, os.cpu_count() or 1)) as ex:
+        pending = [ex.submit(tensor, f) for f in chunks[0]]
+        for c in range(len(chunks)):
+            done = [p.result() for p in pending]
+            pending = [ex.submit(tensor, f) for f in chunks[c+1]] if c + 1 < len(chunks) else []
+            yield done
+
+def runtime_tables(results: list) -> str:
+    "Markdown tables for `compare_runtimes` results."
+    L = ['| data set (validation images) | | torch | ONNX Runtime | ORT vs torch |', '|---|---|---:|---:|---:|']
+    for r in results:
+        raw, m = r['raw'], r['memory']
+        d = f"{r['dataset']} ({r['n_valid']}; load {r['load_avg'][0]}→{r['load_avg'][1]})"
+        L += [f"| {d} | single image p50 (ms) | {r['torch_p50_ms']:.1f} | {r['ort_p50_ms']:.1f} | {r['torch_p50_ms']/r['ort_p50_ms']:.1f}x faster |",
+              f"| | single image p95 (ms) | {r['torch_p95_ms']:.1f} | {r['ort_p95_ms']:.1f} | {r['torch_p95_ms']/r['ort_p95_ms']:.1f}x faster |",
+              f"| | folder (images/s, decoding included) | {r['torch_img_s']:.1f} | {r['ort_img_s']:.1f} | {r['ort_img_s']/r['torch_img_s']:.1f}x |",
+              f"| | raw forward, batch 32 (images/s; the limit) | {raw['torch_cl']:.1f} (NCHW {raw['torch_nchw']:.1f}) | {raw['onnxruntime']:.1f} | {raw['onnxruntime']/raw['torch_cl']:.1f}x |",
+              *([f"| | raw forward on OpenVINO {__import__('openvino').__version__.split('-')[0]} (images/s; not used) | | {raw['openvino']:.1f} | "
+                 f"{raw['openvino']/raw['torch_cl']:.1f}x (max logit diff from ORT {raw['openvino_max_diff']:.1e}) |"] if 'openvino' in raw else []),
+              f"| | load + predict 1 image, fresh process: peak RSS (MB) | {m['torch']['peak_rss_mb']:.0f} | {m['onnxruntime']['peak_rss_mb']:.0f} | {m['torch']['peak_rss_mb']/m['onnxruntime']['peak_rss_mb']:.1f}x less |",
+              f"| | same, seconds (imports included; torch imported: {m['torch']['torch_imported']} / {m['onnxruntime']['torch_imported']}) | {m['torch']['seconds']:.1f} | {m['onnxruntime']['seconds']:.1f} | |",
+              f"| | agreement | | | same label on {r['same_labels']}/{r['n_valid']}; max prob diff {r['max_prob_diff']:.1e} |"]
+    return '\n'.join(L)
+
+def main_runtimes(a, tmp: Path):
+    "Train (or reuse) a model per data set and compare torch with ONNX Runtime on it."
+    from imgcls.core import example_data
+    from imgcls.models import DEFAULT_ARCH
+    results = []
+    for name in a.datasets.split(','):
+        data = example_data(name)
+        if data is None: sys.exit(f'needs shared/data/{name} (or $IMGCLS_DATA)')
+        model_dir = (a.models/name) if a.models else tmp/name
+        if not (model_dir/'model.json').exists():
+            t = time.time()
+            subprocess.run([sys.executable, '-c', 'from imgcls.cli import main; main()', 'train', str(data), '--arch', a.arch or DEFAULT_ARCH,
+                            '--out', str(model_dir)], check=True, stdout=subprocess.DEVNULL)
+            print(f'trained {name} in {time.time() - t:.0f} s', file=sys.stderr)
+        results.append(compare_runtimes(name, data, model_dir, a.n_single, a.repeats))
+        print(json.dumps(results[-1]), flush=True)
+    print('\n' + runtime_tables(results))
+    ok = all(r['same_labels'] == r['n_valid'] and r['max_prob_diff'] <= 1e-4 for r in results)
+    print(f"\nagreement (same labels on every validation image, probabilities within 1e-4): {'yes' if ok else 'NO'}")
 
 
 if __name__ == '__main__': main()

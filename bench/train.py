@@ -13,7 +13,7 @@ from pathlib import Path
 import torch, timm, fastai
 from fastai.vision.all import (Callback, DataBlock, ImageBlock, CategoryBlock, GrandparentSplitter, RandomSplitter,
                                RandomResizedCrop, Normalize, aug_transforms, parent_label, vision_learner, accuracy, set_seed)
-import imgcls, imgcls.learner
+import imgcls, imgcls.learner, imgcls.runtime
 from imgcls.core import example_data, image_files
 from imgcls.data import dataset_items, split_folders, image_dataloaders
 from imgcls.learner import epoch_table
@@ -90,6 +90,30 @@ def forward_throughput(n_batches: int = 10, bs: int = 32) -> dict:
         out[str(fmt).split('.')[-1]] = bs * n_batches / (time.perf_counter() - t0)
     out['limit'] = max(out['contiguous_format'], out['channels_last'])
     return out
+
+# ---- runtime columns (issue 14): the ONNX Runtime forward beside torch's, and the feature pass against both
+
+def runtime_throughput(n_batches: int = 10, bs: int = 32) -> dict:
+    "Images/s of the same body on ONNX Runtime (`imgcls.runtime`), exported once to the cache; empty when it cannot run there."
+    from imgcls.runtime import frozen_forward
+    bb = create_backbone(DEFAULT_ARCH)
+    t0 = time.perf_counter()
+    fwd = frozen_forward(bb.body, bb.size, f'{DEFAULT_ARCH}-body', runtime='auto')
+    if fwd is bb.body: return {}
+    export_s, x = time.perf_counter() - t0, torch.randn(bs, 3, bb.size, bb.size).numpy()
+    fwd.session(x)  # warm-up
+    t0 = time.perf_counter()
+    for _ in range(n_batches): fwd.session(x)
+    return dict(onnxruntime=bs * n_batches / (time.perf_counter() - t0), onnx_export_s=export_s)
+
+def runtime_lines(r: dict, tp: dict) -> list:
+    "Markdown lines: the cold feature pass against the torch channels-last and ONNX Runtime raw forwards (issue 14: >= 2.5x channels-last)."
+    cold = r['cold']
+    rate = cold['computed'] / cold['feature_seconds'] if cold['feature_seconds'] else float('nan')
+    ort = tp.get('onnxruntime')
+    return [f"- feature pass {rate:.1f} images/s = **{rate / tp['channels_last']:.2f}x the torch channels-last forward** "
+            f"({tp['channels_last']:.1f} images/s)" + (f"; {100 * rate / ort:.0f}% of the ONNX Runtime forward ({ort:.1f} images/s)" if ort else
+            "; ONNX Runtime not available"), '']
 
 def check_cut() -> str:
     "Check that fastai's `create_body` (what `vision_learner` uses) cuts lite2 right before its pooling."
@@ -171,9 +195,11 @@ def write_results(out: Path, args, results: dict, tp: dict, convert_s: float, cu
              "- All timings in this one process (imports excluded), order: forward throughput, then per dataset imgcls cold, imgcls warm, "
              "fastai. Image files are read once beforehand so both start with the OS page cache warm.",
              f"- Raw forward limit: body only, batch 32, eval, `inference_mode`, random {tp['size']} px input: "
-             f"{tp['contiguous_format']:.1f} images/s NCHW, {tp['channels_last']:.1f} images/s channels_last.", '',
+             f"{tp['contiguous_format']:.1f} images/s NCHW, {tp['channels_last']:.1f} images/s channels_last"
+             + (f", {tp['onnxruntime']:.1f} images/s ONNX Runtime ({imgcls.runtime.n_threads()} threads; export {tp['onnx_export_s']:.1f} s, "
+                "once per weights, into the fresh cache)." if 'onnxruntime' in tp else '.'), '',
              '## Results', '']
-    for name, r in results.items(): lines += dataset_table(name, r, tp, fa_notes[name])
+    for name, r in results.items(): lines += dataset_table(name, r, tp, fa_notes[name]) + runtime_lines(r, tp)
     text = '\n'.join(lines)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(text)
@@ -196,6 +222,8 @@ def main():
         cut = check_cut()
         bb = create_backbone(DEFAULT_ARCH, pretrained=False)
         tp = forward_throughput(n_batches=2 if args.quick else 10)
+        tp.update(runtime_throughput(n_batches=2 if args.quick else 10))
+        tp['limit'] = max(tp['limit'], tp.get('onnxruntime', 0))
         print(f'forward limit: {tp}', flush=True)
         results = {}
         for name in args.datasets.split(','):
