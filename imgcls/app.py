@@ -14,8 +14,9 @@ from .core import ImgclsError, MAX_PIXELS
 from .inference import Classifier, Prediction, load_classifier, human_size, NOT_SURE, MAX_BYTES
 
 # %% auto #0
-__all__ = ['ENV_MODEL', 'ENV_TOP_K', 'ENV_THRESHOLD', 'ENV_MAX_BYTES', 'open_upload', 'thumbnail', 'result_card', 'error_card',
-           'ClassifyApp', 'classify_app', 'app_notebook', 'voila_config', 'port_free', 'cli_app']
+__all__ = ['ENV_MODEL', 'ENV_TOP_K', 'ENV_THRESHOLD', 'ENV_MAX_BYTES', 'ENV_TRUST_PICKLE', 'open_upload', 'thumbnail',
+           'result_card', 'error_card', 'ClassifyApp', 'classify_app', 'app_notebook', 'voila_config', 'port_free',
+           'cli_app']
 
 # %% ../nbs/17_app.ipynb #92c2c88e
 def _friendly(e: ImgclsError) -> str:
@@ -125,6 +126,7 @@ class ClassifyApp(widgets.VBox):
 
 # %% ../nbs/17_app.ipynb #2fdd09d9
 ENV_MODEL, ENV_TOP_K, ENV_THRESHOLD, ENV_MAX_BYTES = 'IMGCLS_APP_MODEL', 'IMGCLS_APP_TOP_K', 'IMGCLS_APP_THRESHOLD', 'IMGCLS_APP_MAX_BYTES'
+ENV_TRUST_PICKLE = 'IMGCLS_APP_TRUST_PICKLE'  # '1': the user passed --trust-pickle for this model
 
 def _message(text: str) -> widgets.HTML:
     w = widgets.HTML(f'<p style="color:#a33">{html.escape(text)}</p>'); w.add_class('imgcls-error')
@@ -135,6 +137,7 @@ def classify_app(model: Classifier|Path|str|None = None, # a Classifier or saved
                  threshold: float|None = None,      # "not sure" below this (default `$IMGCLS_APP_THRESHOLD` or none)
                  max_bytes: int|None = None,        # largest upload (default `$IMGCLS_APP_MAX_BYTES` or 20 MB)
                  max_pixels: int = MAX_PIXELS,      # largest image, in pixels
+                 allow_pickle: bool|None = None,    # open a .pkl model (default: $IMGCLS_APP_TRUST_PICKLE, set by `imgcls app --trust-pickle`)
                  **kwargs,                          # passed to `ClassifyApp`: max_files, title
                 ) -> widgets.Widget:
     "The upload-and-classify app for `model`, or a message saying why it cannot start."
@@ -143,9 +146,10 @@ def classify_app(model: Classifier|Path|str|None = None, # a Classifier or saved
     threshold = threshold if threshold is not None else (float(env[ENV_THRESHOLD]) if env.get(ENV_THRESHOLD) else None)
     max_bytes = max_bytes or int(env.get(ENV_MAX_BYTES) or MAX_BYTES)
     model = model if model is not None else env.get(ENV_MODEL)
+    allow_pickle = allow_pickle if allow_pickle is not None else env.get(ENV_TRUST_PICKLE) == '1'
     if not model: return _message(f'No model to serve: start this page with `imgcls app MODEL` (which sets ${ENV_MODEL}), or call classify_app(MODEL).')
     try:
-        clf = model if isinstance(model, Classifier) else load_classifier(model, max_bytes=max_bytes, max_pixels=max_pixels)
+        clf = model if isinstance(model, Classifier) else load_classifier(model, allow_pickle, max_bytes=max_bytes, max_pixels=max_pixels)
     except ImgclsError as e: return _message(f'Cannot load the model: {e}')
     except Exception as e:
         _log.exception('classify app: loading %s failed', model)
@@ -185,18 +189,20 @@ def port_free(port: int) -> bool:
         except OSError: return False
 
 # %% ../nbs/17_app.ipynb #2474c287
-def cli_app(model: Path,              # trained model: .safetensors/.json/folder (safe), or a .pkl you trust
+def cli_app(model: Path,              # trained model: .safetensors/.json/folder (safe), or a .pkl with --trust-pickle
             port: int = 8866,         # port on 127.0.0.1
             top_k: int = 3,           # classes shown per image
             threshold: float = None,  # say "not sure" below this top probability
             max_mb: float = 20,       # largest upload accepted, in MB
+            trust_pickle: bool = False, # open a .pkl model (a pickle can run code: only your own)
            ):
     "Serve the upload-and-classify app for MODEL in the browser, with Voila on 127.0.0.1."
     from voila.app import Voila
     max_bytes = int(max_mb * 1e6)
-    clf = load_classifier(model, max_bytes=max_bytes)      # a broken model fails here, in one line
+    clf = load_classifier(model, trust_pickle, max_bytes=max_bytes)  # a broken or refused model fails here, in one line, before serving
     if not port_free(port): raise ImgclsError(f'port {port} on 127.0.0.1 is in use: choose another with --port')
-    os.environ.update({ENV_MODEL: str(Path(model).absolute()), ENV_TOP_K: str(top_k), ENV_MAX_BYTES: str(max_bytes)})
+    os.environ.update({ENV_MODEL: str(Path(model).absolute()), ENV_TOP_K: str(top_k), ENV_MAX_BYTES: str(max_bytes),
+                       ENV_TRUST_PICKLE: '1' if trust_pickle else '0'})
     if threshold is not None: os.environ[ENV_THRESHOLD] = str(threshold)
     print(f'imgcls app: {clf}', flush=True)
     print(f'imgcls app: open http://127.0.0.1:{port}/ in a browser (Ctrl-C stops it)', flush=True)

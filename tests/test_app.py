@@ -17,9 +17,7 @@ CHROMIUM_ARGS = ['--no-sandbox', '--disable-gpu', '--disable-background-networki
 @pytest.fixture(scope='module')
 def model(tmp_path_factory):
     "A small lite0 model in the safe format: ants/bees (20 photos each) when the shared photos exist, else toy shapes."
-    from fastai.learner import load_learner
-    from imgcls.learner import train
-    from imgcls.inference import export_safe
+    from imgcls.training import train
     tmp = tmp_path_factory.mktemp('app')
     ab = example_data('hymenoptera_data')
     if ab:
@@ -31,11 +29,8 @@ def model(tmp_path_factory):
     else:
         data = make_toy_images(tmp/'toy', 12)
         photo = image_files(data/'circle')[0]
-    res = train(data, 'efficientnet_lite0', size=None if ab else 64, out=tmp/'model.pkl', verbose=False)
-    with warnings.catch_warnings():
-        warnings.simplefilter('ignore')
-        path = export_safe(load_learner(res['model_path']), tmp/'model')
-    return path, photo, res['classes']
+    res = train(data, 'efficientnet_lite0', size=None if ab else 64, out=tmp/'model', verbose=False)
+    return Path(res['model_path']), photo, res['classes']
 
 
 def free_port() -> int:

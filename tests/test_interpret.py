@@ -45,7 +45,7 @@ def imgcls_here(capsys, *args) -> tuple:
 def flowers(tmp_path_factory):
     "A 5-class flowers subset (40 per class), a held-out test folder (10 per class + an unknown class), and a model trained on the subset."
     if FLOWERS is None: pytest.skip(NO_FLOWERS)
-    from imgcls.learner import train
+    from imgcls.training import train
     root = tmp_path_factory.mktemp('flowers')
     data, test = root/'data', root/'test'
     for c in sorted(p.name for p in FLOWERS.iterdir() if p.is_dir()):
