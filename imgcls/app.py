@@ -197,9 +197,9 @@ def cli_app(model: Path,              # trained model: .safetensors/.json/folder
             trust_pickle: bool = False, # open a .pkl model (a pickle can run code: only your own)
            ):
     "Serve the upload-and-classify app for MODEL in the browser, with Voila on 127.0.0.1."
-    from voila.app import Voila
     max_bytes = int(max_mb * 1e6)
     clf = load_classifier(model, trust_pickle, max_bytes=max_bytes)  # a broken or refused model fails here, in one line, before serving
+    from voila.app import Voila
     if not port_free(port): raise ImgclsError(f'port {port} on 127.0.0.1 is in use: choose another with --port')
     os.environ.update({ENV_MODEL: str(Path(model).absolute()), ENV_TOP_K: str(top_k), ENV_MAX_BYTES: str(max_bytes),
                        ENV_TRUST_PICKLE: '1' if trust_pickle else '0'})

@@ -225,7 +225,7 @@ def load_classifier(path: Path|str,             # a safe model (.safetensors, .j
     "A `Classifier` from a saved imgcls model; a `.pkl` is opened only with `allow_pickle=True`."
     path = Path(path)
     if not path.exists(): raise ImgclsError(f'no such model: {path}', 'missing', path=str(path))
-    if path.suffix != '.pkl':
+    if path.suffix.lower() != '.pkl':
         model, sm = load_safe_model(path)
         clf = Classifier(model, sm.config, **kwargs)
         clf.extras, clf.extra_config = sm.extras, sm.extra_config

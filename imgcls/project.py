@@ -15,7 +15,7 @@ from .download import build_dataset
 from .modelfile import safe_paths
 from .data import dataset_items
 from .training import train
-from .interpret import report
+from .report import report   # 15_report (the interpret split, issue 12)
 
 # %% auto #0
 __all__ = ['new_project', 'cli_new']

@@ -50,7 +50,7 @@ def test_app_refuses_before_serving(evil):
     "`imgcls app model.pkl` exits with status 1 and the message, without starting a server."
     pkl, marker, img = evil
     port = _free_port()
-    r = imgcls('app', pkl, '--port', port, timeout=120)
+    r = imgcls('app', pkl, '--port', port)
     one_line_refusal(r, 'app')
     assert 'open http://' not in r.stdout
     with socket.socket() as s: assert s.connect_ex(('127.0.0.1', port)) != 0, 'something is listening'
