@@ -24,9 +24,10 @@ install-dev: $(VENV)/.dev chromium
 chromium:
 	@command -v chromium >/dev/null || { $(SUDO) apt-get update -q && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium; }
 
-## Train a classifier on a folder of class folders (offline, pretrained EfficientNet-Lite).
+## Train a classifier on a folder of class folders (offline, pretrained EfficientNet-Lite); writes model.safetensors + model.json.
 train: install
-	$(VENV)/bin/imgcls train $(DATA)
+	$(VENV)/bin/imgcls train $(DATA) --out model.safetensors
+	@echo "next: $(VENV)/bin/imgcls app model.safetensors"
 
 ## Run the notebooks as tests, then the integration tests (browser, CLI, network, real photos).
 test: install-dev

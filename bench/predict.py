@@ -53,7 +53,8 @@ def main_fastai(a):
     "imgcls's torch `Classifier` against fastai's predict and get_preds."
     from imgcls.core import example_data, image_files
     from imgcls.models import DEFAULT_ARCH
-    from imgcls.inference import export_safe, load_classifier
+    from imgcls.inference import load_classifier
+    from imgcls.modelfile import save_safe
     data = example_data('hymenoptera_data')
     if data is None: sys.exit('needs ../shared/data/hymenoptera_data (or $IMGCLS_DATA)')
     tmp = Path(tempfile.mkdtemp(prefix='bench-predict-'))
@@ -69,7 +70,7 @@ def main_fastai(a):
     with warnings.catch_warnings():
         warnings.simplefilter('ignore')
         learn = load_learner(a.model)
-    clf = load_classifier(export_safe(learn, tmp/'safe'))
+    clf = load_classifier(save_safe(learn, tmp/'safe'))
     arch = clf.config['arch']
     folder = data/'val'
     files = list(image_files(folder))

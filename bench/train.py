@@ -13,7 +13,7 @@ from pathlib import Path
 import torch, timm, fastai
 from fastai.vision.all import (Callback, DataBlock, ImageBlock, CategoryBlock, GrandparentSplitter, RandomSplitter,
                                RandomResizedCrop, Normalize, aug_transforms, parent_label, vision_learner, accuracy, set_seed)
-import imgcls, imgcls.learner, imgcls.runtime
+import imgcls, imgcls.learner, imgcls.runtime, imgcls.training
 from imgcls.core import example_data, image_files
 from imgcls.data import dataset_items, split_folders, image_dataloaders
 from imgcls.learner import epoch_table
@@ -64,10 +64,10 @@ def timed_feature_passes():
     finally: imgcls.learner.compute_features = orig
 
 def imgcls_default(path: Path, work: Path) -> dict:
-    "`imgcls.learner.train(path, out=...)` with default settings: wall seconds, accuracy, time in feature passes."
+    "`imgcls.training.train(path, out=...)` with default settings: wall seconds, accuracy, time in feature passes."
     with timed_feature_passes() as calls:
         t0 = time.perf_counter()
-        res = imgcls.learner.train(path, out=work/'model.pkl', verbose=False)
+        res = imgcls.training.train(path, out=work/'model.safetensors', verbose=False)
         seconds = time.perf_counter() - t0
     computed = [(n, s) for _, n, s in calls if n]
     return dict(seconds=seconds, acc=res['valid_accuracy'], n_train=res['n_train'], n_valid=res['n_valid'],
@@ -190,7 +190,7 @@ def write_results(out: Path, args, results: dict, tp: dict, convert_s: float, cu
              "fastai's default DataLoader workers; `get_items=imgcls.data.dataset_items` (sorted files, so that "
              "`RandomSplitter(0.2, seed=42)` draws imgcls's split); `learn.fine_tune(N)` = 1 frozen + N unfrozen epochs; "
              "accuracy from `learn.validate()`. It trains at 224 px, the fastbook size; imgcls uses the backbone's 260 px.",
-             "- imgcls: `imgcls.learner.train(path, out=...)`, all defaults (20 head epochs on cached features; when the head alone scores under 90%, 8 epochs fine-tuning the top of the backbone on cached feature maps; export included), "
+             "- imgcls: `imgcls.training.train(path, out=...)`, all defaults (20 head epochs on cached features; when the head alone scores under 90%, 8 epochs fine-tuning the top of the backbone on cached feature maps; export included), "
              "first with the feature cache empty (cold), then again (warm).",
              "- All timings in this one process (imports excluded), order: forward throughput, then per dataset imgcls cold, imgcls warm, "
              "fastai. Image files are read once beforehand so both start with the OS page cache warm.",

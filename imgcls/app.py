@@ -16,8 +16,9 @@ from .inference import Classifier, Prediction, load_classifier, safe_paths, huma
 
 # %% auto #0
 __all__ = ['EXAMPLES_DIR', 'MAX_EXAMPLES', 'PAGE_CSS', 'ENV_MODEL', 'ENV_TOP_K', 'ENV_THRESHOLD', 'ENV_MAX_BYTES', 'ENV_TITLE',
-           'BUSY_PAGE', 'open_upload', 'thumbnail', 'result_card', 'error_card', 'page_head', 'heading', 'model_facts',
-           'ClassifyApp', 'classify_app', 'app_notebook', 'voila_config', 'port_free', 'cli_app']
+           'ENV_TRUST_PICKLE', 'BUSY_PAGE', 'open_upload', 'thumbnail', 'result_card', 'error_card', 'page_head',
+           'heading', 'model_facts', 'ClassifyApp', 'classify_app', 'app_notebook', 'voila_config', 'port_free',
+           'cli_app']
 
 # %% ../nbs/17_app.ipynb #cf5bea9f
 _SENTENCES = dict(  # ImgclsError kind: what the page says after the file's name
@@ -227,6 +228,7 @@ class ClassifyApp(widgets.VBox):
 
 # %% ../nbs/17_app.ipynb #c7ccab44
 ENV_MODEL, ENV_TOP_K, ENV_THRESHOLD, ENV_MAX_BYTES, ENV_TITLE = 'IMGCLS_APP_MODEL', 'IMGCLS_APP_TOP_K', 'IMGCLS_APP_THRESHOLD', 'IMGCLS_APP_MAX_BYTES', 'IMGCLS_APP_TITLE'
+ENV_TRUST_PICKLE = 'IMGCLS_APP_TRUST_PICKLE'  # '1': the user passed --trust-pickle for this model
 
 def _message(text: str) -> widgets.HTML:
     w = widgets.HTML(f'<p style="color:#a33">{html.escape(text)}</p>'); w.add_class('imgcls-error')
@@ -238,6 +240,7 @@ def classify_app(model: Classifier|Path|str|None = None, # a Classifier or saved
                  max_bytes: int|None = None,        # largest upload (default `$IMGCLS_APP_MAX_BYTES` or 20 MB)
                  max_pixels: int = MAX_PIXELS,      # largest image, in pixels
                  title: str|None = None,            # heading (default `$IMGCLS_APP_TITLE` or a question naming the classes)
+                 allow_pickle: bool|None = None,    # open a .pkl model (default: $IMGCLS_APP_TRUST_PICKLE, set by `imgcls app --trust-pickle`)
                  **kwargs,                          # passed to `ClassifyApp`: max_files
                 ) -> widgets.Widget:
     "The app for `model`, or a message saying why it cannot start."
@@ -246,9 +249,10 @@ def classify_app(model: Classifier|Path|str|None = None, # a Classifier or saved
     threshold = threshold if threshold is not None else (float(env[ENV_THRESHOLD]) if env.get(ENV_THRESHOLD) else None)
     max_bytes = max_bytes or int(env.get(ENV_MAX_BYTES) or MAX_BYTES)
     model = model if model is not None else env.get(ENV_MODEL)
+    allow_pickle = allow_pickle if allow_pickle is not None else env.get(ENV_TRUST_PICKLE) == '1'
     if not model: return _message(f'No model to serve: start this page with `imgcls app MODEL` (which sets ${ENV_MODEL}), or call classify_app(MODEL).')
     try:
-        clf = model if isinstance(model, Classifier) else load_classifier(model, max_bytes=max_bytes, max_pixels=max_pixels)
+        clf = model if isinstance(model, Classifier) else load_classifier(model, allow_pickle, max_bytes=max_bytes, max_pixels=max_pixels)
     except ImgclsError as e: return _message(f'Cannot load the model: {e}')
     except Exception as e:
         _log.exception('classify app: loading %s failed', model)
@@ -365,7 +369,7 @@ def port_free(port: int) -> bool:
         except OSError: return False
 
 # %% ../nbs/17_app.ipynb #f6a9d03a
-def cli_app(model: Path,              # trained model: .safetensors/.json/folder (safe), or a .pkl you trust
+def cli_app(model: Path,              # trained model: .safetensors/.json/folder (safe), or a .pkl with --trust-pickle
             port: int = 8866,         # port on 127.0.0.1
             top_k: int = 3,           # classes shown per image when the model has more than 10
             threshold: float = None,  # say "not sure" below this top probability
@@ -375,13 +379,15 @@ def cli_app(model: Path,              # trained model: .safetensors/.json/folder
             preheat: int = 1,         # kernels kept ready, so the page appears in a second or two (0: none)
             idle_minutes: float = 10, # shut down a visitor's kernel idle this long
             orphan_seconds: int = 60, # ... or idle this long with no page connected (a bot, a tab closed at once)
+            trust_pickle: bool = False, # open a .pkl model (a pickle can run code: only your own)
            ):
     "Serve the app for MODEL in the browser, with Voila on 127.0.0.1."
     max_bytes = int(max_mb * 1e6)
     if max_kernels < 1 or preheat < 0 or idle_minutes <= 0 or orphan_seconds < 1: raise ImgclsError('--max-kernels, --idle-minutes and --orphan-seconds must be positive, --preheat at least 0')
-    clf = load_classifier(model, max_bytes=max_bytes)      # a broken model fails here, in one line
+    clf = load_classifier(model, trust_pickle, max_bytes=max_bytes)  # a broken or refused model fails here, in one line, before serving
     if not port_free(port): raise ImgclsError(f'port {port} on 127.0.0.1 is in use: choose another with --port')
-    os.environ.update({ENV_MODEL: str(Path(model).absolute()), ENV_TOP_K: str(top_k), ENV_MAX_BYTES: str(max_bytes)})
+    os.environ.update({ENV_MODEL: str(Path(model).absolute()), ENV_TOP_K: str(top_k), ENV_MAX_BYTES: str(max_bytes),
+                       ENV_TRUST_PICKLE: '1' if trust_pickle else '0'})
     if threshold is not None: os.environ[ENV_THRESHOLD] = str(threshold)
     if title: os.environ[ENV_TITLE] = title
     share = str(Path(__file__).parent/'share')    # the `imgcls` Voila template

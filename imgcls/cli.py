@@ -6,21 +6,21 @@ Docs: https://imgcls.github.io/imgcls/cli.html.md"""
 
 # %% ../nbs/20_cli.ipynb #4a8713ea
 from __future__ import annotations
-import importlib, inspect, sys
+import importlib, inspect, sys, warnings
 from fastcore.script import anno_parser
 from .core import ImgclsError
 
 # %% auto #0
-__all__ = ['COMMANDS', 'ALIASES', 'command', 'run', 'main', 'new_project', 'cli_new']
+__all__ = ['COMMANDS', 'ALIASES', 'command', 'run', 'main']
 
 # %% ../nbs/20_cli.ipynb #354a96ac
 COMMANDS = dict(
-    train='imgcls.learner:cli_train',
+    train='imgcls.training:cli_train',
     download='imgcls.dataset:cli_download',
     predict='imgcls.inference:cli_predict',
     app='imgcls.app:cli_app',
     report='imgcls.report:cli_report',
-    new='imgcls.cli:cli_new',
+    new='imgcls.project:cli_new',
 )
 ALIASES = {'--from': '--source'}  # option names that are Python keywords
 
@@ -33,103 +33,38 @@ def command(verb: str):
 def _usage() -> str:
     return 'usage: imgcls {' + ','.join(COMMANDS) + '} ...\n\nRun `imgcls <command> --help` for the options of each command.'
 
+def _warn_line(verb: str):
+    "A `warnings.showwarning` that prints one line `imgcls <verb>: warning: ...`, without the source line."
+    def show(message, category, filename, lineno, file=None, line=None): print(f'imgcls {verb}: warning: {message}', file=sys.stderr)
+    return show
+
 def run(argv: list[str]) -> int:
     "Run `imgcls` with arguments `argv` (without the program name); return the exit status."
     if not argv or argv[0] in ('-h', '--help'):
         print(_usage()); return 0 if argv else 2
     verb, rest = argv[0], argv[1:]
     try:
-        func = command(verb)
-        rest = [ALIASES.get(a, a) for a in rest]
-        args = vars(anno_parser(func, prog=f'imgcls {verb}').parse_args(rest))
-        args.pop('pdb', None); args.pop('xtra', None)
-        # parameters up to a `*args` must be passed by position, the rest by keyword
-        params = list(inspect.signature(func).parameters.values())
-        star = next((i for i, p in enumerate(params) if p.kind is p.VAR_POSITIONAL), None)
-        positional = [] if star is None else [args.pop(p.name) for p in params[:star]] + list(args.pop(params[star].name) or [])
-        func(*positional, **{k: v for k, v in args.items() if v is not None})
+        with warnings.catch_warnings():
+            warnings.showwarning = _warn_line(verb)
+            _call(verb, rest)
     except ImgclsError as e:
         print(f'imgcls {verb}: error: {e}', file=sys.stderr); return 1
     except KeyboardInterrupt:
         print(f'imgcls {verb}: interrupted', file=sys.stderr); return 130
     return 0
 
+def _call(verb: str, rest: list[str]):
+    "Parse `rest` for `imgcls <verb>` and call its function."
+    func = command(verb)
+    rest = [ALIASES.get(a, a) for a in rest]
+    args = vars(anno_parser(func, prog=f'imgcls {verb}').parse_args(rest))
+    args.pop('pdb', None); args.pop('xtra', None)
+    # parameters up to a `*args` must be passed by position, the rest by keyword
+    params = list(inspect.signature(func).parameters.values())
+    star = next((i for i, p in enumerate(params) if p.kind is p.VAR_POSITIONAL), None)
+    positional = [] if star is None else [args.pop(p.name) for p in params[:star]] + list(args.pop(params[star].name) or [])
+    func(*positional, **{k: v for k, v in args.items() if v is not None})
+
 def main():
     "Entry point of the `imgcls` console script."
     sys.exit(run(sys.argv[1:]))
-
-# %% ../nbs/20_cli.ipynb #2ee5ba4d
-import hashlib, json as jsonlib
-from contextlib import contextmanager
-from pathlib import Path
-
-def _fingerprint(files) -> str:
-    "Hash of file names, sizes and modification times: changes when images are added, removed or edited."
-    h = hashlib.sha256()
-    for f in files: st = f.stat(); h.update(f'{f}|{st.st_size}|{st.st_mtime_ns}'.encode())
-    return h.hexdigest()[:16]
-
-@contextmanager
-def _step(i: int, n: int, what: str, hint: str):
-    "Announce step `i` of `n`; turn its `ImgclsError` into one that names the step and the next thing to try."
-    print(f'[{i}/{n}] {what}', flush=True)
-    try: yield
-    except ImgclsError as e: raise ImgclsError(f'step {i} ({what}) failed: {e}. {hint}') from e
-
-def new_project(name: Path|str,          # project folder to create or resume
-                *queries: str,           # one class per search term, or label=query pairs
-                n: int = 150,            # images per class to download
-                arch: str|None = None,   # backbone (default: imgcls.models.DEFAULT_ARCH)
-                epochs: int|None = None, # training epochs (default: train's)
-                source: Path|str|None = None, # train on this folder of class folders instead of searching the web
-                search=None,             # search function for `build_dataset` (default: DuckDuckGo)
-                allow_private: bool = False, # let downloads reach private/loopback addresses
-               ) -> dict:
-    "Build a data set (or use `source`), train, export a safe model and write a report into `name`; return what was made."
-    from imgcls.models import DEFAULT_ARCH
-    from imgcls.data import dataset_items
-    from imgcls.learner import train
-    from imgcls.inference import export_safe, load_classifier
-    from imgcls.interpret import report
-    root = Path(name); root.mkdir(parents=True, exist_ok=True)
-    arch, state_file = arch or DEFAULT_ARCH, root/'state.json'
-    state = jsonlib.loads(state_file.read_text()) if state_file.exists() else {}
-    with _step(1, 4, 'images', 'Check the folder, or your internet connection and the search terms'):
-        if source is not None: data = Path(source)
-        else:
-            if not queries: raise ImgclsError('give at least two search terms (or --from FOLDER)')
-            from imgcls.dataset import build_dataset
-            classes = dict(q.split('=', 1) if '=' in q else (q, q) for q in queries)
-            data = root/'data'
-            build_dataset(data, classes, n, search=search, allow_private=allow_private)
-    pkl, safe = root/'model.pkl', root/'model.safetensors'
-    with _step(2, 4, 'training', 'Fix the folders named above, or try --arch efficientnet_lite0'):
-        key = dict(data=str(data.absolute()), arch=arch, epochs=epochs, files=_fingerprint(dataset_items(data)) if data.is_dir() else None)
-        if state.get('trained') == key and pkl.exists() and safe.exists():
-            res = state['result']; print(f"unchanged since the last run: keeping {pkl.name} (validation accuracy {res['valid_accuracy']:.4f})")
-        else:
-            res = train(data, arch, epochs, out=pkl)
-            key['files'] = _fingerprint(dataset_items(data))  # after train's quarantine
-            print(f"validation accuracy {res['valid_accuracy']:.4f} on {res['n_valid']} images in {res['seconds']:.0f} s")
-    with _step(3, 4, 'safe model', 'Check the disk space and permissions of the project folder'):
-        if state.get('trained') != key or not safe.exists(): export_safe(load_classifier(pkl).model, safe)  # our own pickle, just written
-        state_file.write_text(jsonlib.dumps(dict(trained=key, result=res), indent=1))
-        print(f'wrote {safe} and {safe.with_suffix(".json").name} (share these; {pkl.name} is a pickle: keep it to yourself)')
-    with _step(4, 4, 'report', 'The model is saved; run `imgcls report` on it to retry'):
-        out = report(pkl, data, out=root/'report.html')
-        print(f'wrote {root/"report.html"}')
-    app = f'imgcls app {safe}'
-    print(f'next: {app}')
-    return dict(res, data=str(data), model=str(safe), report=str(root/'report.html'), app=app)
-
-def cli_new(name: Path,             # project folder to create or resume
-            *queries: str,          # one class per search term ("grizzly bear"), or label=query pairs (grizzly="grizzly bear")
-            n: int = 150,           # images per class to download
-            arch: str = None,       # backbone (default: efficientnet_lite2, offline)
-            epochs: int = None,     # training epochs
-            source: Path = None,    # (--from) train on this folder of class folders instead of searching the web
-            json: bool = False,     # print a JSON summary as the last line
-           ):
-    "From search terms (or a folder of images) to a trained model, a report and the command that starts the app."
-    res = new_project(name, *queries, n=n, arch=arch, epochs=epochs, source=source)
-    if json: print(jsonlib.dumps(res))

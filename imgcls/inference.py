@@ -1,4 +1,4 @@
-"""Predict with a trained model: a file format that loads without unpickling, and one preprocessing path for one image or a thousand.
+"""Predict with a trained model: one loader for both formats (a pickle only when the caller trusts it), and one preprocessing path for one image or a thousand.
 
 Docs: https://imgcls.github.io/imgcls/inference.html.md"""
 
@@ -14,14 +14,12 @@ import numpy as np, torch
 from torch import nn
 from PIL import Image
 from . import __version__
-from .core import ImgclsError, MAX_PIXELS, open_rgb, image_files, file_sha256
-from .models import create_model
+from .core import ImgclsError, MAX_PIXELS, open_rgb, image_files
+from .modelfile import load_safe_model, presize
 from fastcore.basics import patch
 
 # %% auto #0
-__all__ = ['NOT_SURE', 'SAFE_FORMAT', 'SAFE_VERSION', 'CONFIG_KEYS', 'INTERPOLATIONS', 'human_size', 'load_image', 'decode_size',
-           'preprocess', 'Prediction', 'Classifier', 'safe_paths', 'export_safe', 'load_safe', 'load_classifier',
-           'export_model', 'cli_predict']
+__all__ = ['NOT_SURE', 'human_size', 'load_image', 'preprocess', 'Prediction', 'Classifier', 'load_classifier', 'cli_predict']
 
 # %% ../nbs/13_inference.ipynb #83443927
 from .fetch import fetch, MAX_BYTES  # MAX_BYTES: default cap on a downloaded or uploaded image file, in bytes
@@ -66,10 +64,6 @@ def _resample(name: str) -> int:
     "PIL's resampling filter called `name` (e.g. 'bicubic')."
     return getattr(Image.Resampling, str(name).upper(), Image.Resampling.BICUBIC)
 
-def decode_size(config: dict) -> int:
-    "The short side JPEGs are decoded at for a model with `config`: the training pipeline's presize."
-    return int(config.get('presize') or config['size'] * 1.4)
-
 def preprocess(im: Image.Image, # an RGB image (see `load_image`)
                config: dict,    # the model's config: size, mean, std, interpolation
               ) -> torch.Tensor:
@@ -111,6 +105,7 @@ class Classifier:
         if not config: raise ImgclsError('this model has no imgcls config (arch, size, vocab...): was it trained with imgcls?')
         self.model, self.config, self.vocab = model, dict(config), list(config['vocab'])
         self.max_bytes, self.max_pixels, self.n_workers, self.channels_last = max_bytes, max_pixels, n_workers, channels_last
+        self.extras, self.extra_config = {}, {}       # extra tensors and settings saved with the model (see `load_classifier`)
         if channels_last: model.to(memory_format=torch.channels_last)
 
     def __repr__(self):
@@ -119,7 +114,7 @@ class Classifier:
 
     def image(self, x) -> Image.Image:
         "Open `x` (path, URL, bytes, PIL image or array) as this model's RGB input image."
-        return load_image(x, self.max_bytes, self.max_pixels, draft=decode_size(self.config))
+        return load_image(x, self.max_bytes, self.max_pixels, draft=presize(self.config))
 
     def tensor(self, x) -> torch.Tensor:
         "The preprocessed (3, size, size) input for image `x`."
@@ -140,32 +135,32 @@ class Classifier:
 
     def _tensor_or_error(self, x):
         try: return self.tensor(x)
-        except ImgclsError as e: return ImgclsError(f'{_name(x)}: {e}')
+        except ImgclsError as e: return e
 
     def predict_batch(self, xs: list,                 # images: paths, URLs, bytes, PIL images or arrays
                       top_k: int = 3,                 # how many classes to report per image
                       threshold: float|None = None,   # below this top probability the label is NOT_SURE
                       bs: int = 32,                   # images per forward pass
-                      return_errors: bool = False,    # put an `ImgclsError` in the result for an unreadable image instead of raising it
+                      return_errors: bool = False,    # put the `ImgclsError` saying why an image is unreadable in its place instead of raising it
                      ) -> list:
         "A `Prediction` for each image in `xs`, decoding the next batch while the model runs on this one."
         if top_k < 1: raise ImgclsError(f'top_k must be at least 1, not {top_k}')
         if threshold is not None and not 0 <= threshold <= 1: raise ImgclsError(f'threshold must be between 0 and 1, not {threshold}')
         xs, out = list(xs), []
         chunks = [xs[i:i+bs] for i in range(0, len(xs), bs)]
-        def finish(ts):
-            errs = [t for t in ts if isinstance(t, ImgclsError)]
-            if errs and not return_errors: raise errs[0]
+        def finish(xs, ts):
+            errs = [(x, t) for x, t in zip(xs, ts) if isinstance(t, ImgclsError)]
+            if errs and not return_errors: x, e = errs[0]; raise ImgclsError(f'{_name(x)}: {e.detail}', e.kind, **e.info) from e
             ok = [t for t in ts if isinstance(t, torch.Tensor)]
             ps = iter(self.probs(torch.stack(ok)) if ok else [])
             out.extend(t if isinstance(t, ImgclsError) else self._prediction(next(ps), top_k, threshold) for t in ts)
-        if len(xs) == 1: finish([self._tensor_or_error(xs[0])]); return out   # no threads for a single image
+        if len(xs) == 1: finish(xs, [self._tensor_or_error(xs[0])]); return out   # no threads for a single image
         with ThreadPoolExecutor(self.n_workers) as ex:
             pending = [ex.submit(self._tensor_or_error, x) for x in chunks[0]] if chunks else []
             for c in range(len(chunks)):
                 ts = [f.result() for f in pending]
                 pending = [ex.submit(self._tensor_or_error, x) for x in chunks[c+1]] if c+1 < len(chunks) else []
-                finish(ts)
+                finish(chunks[c], ts)
         return out
 
     def predict(self, x,                           # a path, http(s) URL, bytes, PIL image or numpy array
@@ -192,134 +187,46 @@ def predict_folder(self: Classifier,
     rows = []
     for f, p in zip(files, preds):
         row = dict(file=str(f.relative_to(path)), label=None, probability=None, error=None)
-        if isinstance(p, ImgclsError): row['error'] = str(p).split(': ', 1)[-1]
+        if isinstance(p, ImgclsError): row['error'] = p.detail
         else: row.update(label=p.label, probability=p.probability, **{f'prob_{c}': v for c, v in p.top_k})
         rows.append(row)
     df = pd.DataFrame(rows, columns=['file', 'label', 'probability', 'error'] + [f'prob_{c}' for c in self.vocab])
     if out_csv is not None: df.to_csv(out_csv, index=False)
     return df
 
-# %% ../nbs/13_inference.ipynb #3ab41c5e
-SAFE_FORMAT, SAFE_VERSION = 'imgcls-safe', 1
-CONFIG_KEYS = ('arch', 'size', 'mean', 'std', 'interpolation', 'vocab', 'split')
-INTERPOLATIONS = ('nearest', 'bilinear', 'bicubic', 'lanczos', 'box', 'hamming')
-
-def safe_paths(path: Path|str) -> tuple:
-    "`(weights, json)` paths of a safe model: `x.safetensors`/`x.json` side by side, or `model.*` inside a folder."
-    path = Path(path)
-    if path.suffix in ('.safetensors', '.json'): return path.with_suffix('.safetensors'), path.with_suffix('.json')
-    return path/'model.safetensors', path/'model.json'
-
-def _model_config(obj) -> tuple:
-    "`(model, config)` from a fastai Learner or a model with a `config`."
-    model = getattr(obj, 'model', obj)
-    config = getattr(model, 'config', None)
-    if not config: raise ImgclsError('the model has no imgcls config (arch, size, vocab...): train it with imgcls.learner')
-    return model, {k: config[k] for k in CONFIG_KEYS if k in config}
-
-def export_safe(learn,               # a fastai Learner from `image_learner`/`train`, or its model
-                path: Path|str,      # `x.safetensors` (writes x.safetensors + x.json) or a folder (model.safetensors + model.json)
-               ) -> Path:
-    "Write the model's weights as safetensors and its config as JSON, loadable without unpickling; return `path`."
-    from safetensors.torch import save_file
-    model, config = _model_config(learn)
-    wpath, jpath = safe_paths(path)
-    wpath.parent.mkdir(parents=True, exist_ok=True)
-    config = jsonlib.loads(jsonlib.dumps(config))      # plain JSON types, as it will read back
-    sd = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    tmp = wpath.with_name(f'.{wpath.name}.{os.getpid()}.tmp')
-    save_file(sd, tmp, metadata={'imgcls_config': jsonlib.dumps(config, sort_keys=True)})
-    os.replace(tmp, wpath)
-    meta = dict(format=SAFE_FORMAT, format_version=SAFE_VERSION, imgcls_version=__version__,
-                weights=wpath.name, sha256=file_sha256(wpath), **config)
-    jpath.write_text(jsonlib.dumps(meta, indent=1) + '\n')
-    return Path(path).absolute()
-
-# %% ../nbs/13_inference.ipynb #edfb9900
-def _check_config(c: dict, where: Path) -> dict:
-    "`c` if it is a usable model config, else `ImgclsError` saying what is wrong."
-    def bad(why): return ImgclsError(f'{where}: {why}')
-    missing = [k for k in CONFIG_KEYS[:-1] if k not in c]
-    if missing: raise bad(f'missing {", ".join(missing)}')
-    if not isinstance(c['arch'], str): raise bad('arch must be a name')
-    if not isinstance(c['size'], int) or not 8 <= c['size'] <= 4096: raise bad(f"size must be a whole number of pixels, not {c['size']!r}")
-    for k in ('mean', 'std'):
-        v = c[k]
-        if not (isinstance(v, list) and len(v) == 3 and all(isinstance(a, (int, float)) for a in v)): raise bad(f'{k} must be 3 numbers')
-    if min(c['std']) <= 0: raise bad('std must be positive')
-    if c['interpolation'] not in INTERPOLATIONS: raise bad(f"unknown interpolation {c['interpolation']!r}")
-    v = c['vocab']
-    if not (isinstance(v, list) and len(v) >= 2 and all(isinstance(a, str) for a in v) and len(set(v)) == len(v)):
-        raise bad('vocab must be a list of at least two different class names')
-    return c
-
-def load_safe(path: Path|str, # `x.safetensors`, `x.json`, or a folder holding `model.safetensors` and `model.json`
-              **kwargs,       # passed to `Classifier`
-             ) -> Classifier:
-    "A `Classifier` from imgcls's safe format, verified against its SHA-256 and config; never unpickles."
-    from safetensors import safe_open, SafetensorError
-    wpath, jpath = safe_paths(path)
-    if not jpath.is_file(): raise ImgclsError(f'no {jpath.name} in {jpath.parent}: a safe model is a .safetensors file with a .json beside it')
-    try: meta = jsonlib.loads(jpath.read_text())
-    except (UnicodeDecodeError, ValueError) as e: raise ImgclsError(f'{jpath} is not valid JSON ({e})') from e
-    if not isinstance(meta, dict) or meta.get('format') != SAFE_FORMAT: raise ImgclsError(f'{jpath} does not describe an imgcls model')
-    if not isinstance(meta.get('format_version'), int) or meta['format_version'] > SAFE_VERSION:
-        raise ImgclsError(f"{jpath} has format version {meta.get('format_version')!r}; this imgcls reads up to {SAFE_VERSION}: upgrade imgcls")
-    name = meta.get('weights')
-    if not isinstance(name, str) or name != Path(name).name or name.startswith('.'):
-        raise ImgclsError(f'{jpath}: weights must be a file name beside it, not {name!r}')
-    wpath = jpath.parent/name
-    if not wpath.is_file(): raise ImgclsError(f'weights file missing: {wpath}')
-    if file_sha256(wpath) != meta.get('sha256'):
-        raise ImgclsError(f'{wpath} does not match the SHA-256 recorded in {jpath.name}: the file was modified or damaged; refusing to load it')
-    config = _check_config({k: meta[k] for k in CONFIG_KEYS if k in meta}, jpath)
-    try:
-        with safe_open(wpath, 'pt') as f: embedded, sd = f.metadata() or {}, {k: f.get_tensor(k) for k in f.keys()}
-    except (SafetensorError, OSError) as e:
-        raise ImgclsError(f'{wpath} is not a safetensors file ({e}); refusing to load it') from e
-    try: inner = jsonlib.loads(embedded.get('imgcls_config', 'null'))
-    except ValueError: inner = None
-    if inner != config: raise ImgclsError(f'the config in {jpath.name} does not match the one inside {wpath.name}: one of them was edited; refusing to load it')
-    model, _ = create_model(config['arch'], len(config['vocab']), pretrained=False)
-    try: model.load_state_dict(sd, strict=True)
-    except RuntimeError as e:
-        raise ImgclsError(f"{wpath} does not fit a {config['arch']} with {len(config['vocab'])} classes: {str(e).splitlines()[0]}") from e
-    model.config = config
-    return Classifier(model.eval(), config, **kwargs)
-
-# %% ../nbs/13_inference.ipynb #15759715
-def load_classifier(path: Path|str,            # a fastai export (.pkl, trusted only) or a safe model (.safetensors, .json or folder)
-                    allow_pickle: bool = True, # False: refuse .pkl files without opening them
-                    **kwargs,                  # passed to `Classifier`: max_bytes, max_pixels, n_workers
+# %% ../nbs/13_inference.ipynb #6562f8ce
+def load_classifier(path: Path|str,             # a safe model (.safetensors, .json or folder), or a fastai export (.pkl) you trust
+                    allow_pickle: bool = False, # open a .pkl (a pickle: it can run code); False refuses it unopened
+                    **kwargs,                   # passed to `Classifier`: max_bytes, max_pixels, n_workers
                    ) -> Classifier:
-    "A `Classifier` from a saved imgcls model; `.pkl` files are unpickled, so load only those you trust."
+    "A `Classifier` from a saved imgcls model; a `.pkl` is opened only with `allow_pickle=True`."
     path = Path(path)
-    if not path.exists(): raise ImgclsError(f'no such model: {path}')
-    if path.suffix != '.pkl': return load_safe(path, **kwargs)
-    if not allow_pickle: raise ImgclsError(f'{path} is a pickle (a fastai export), which can run code when opened; refusing it. Use the safe format (export_safe)')
+    if not path.exists(): raise ImgclsError(f'no such model: {path}', 'missing', path=str(path))
+    if path.suffix.lower() != '.pkl':
+        model, sm = load_safe_model(path)
+        clf = Classifier(model, sm.config, **kwargs)
+        clf.extras, clf.extra_config = sm.extras, sm.extra_config
+        return clf
+    if not allow_pickle:
+        raise ImgclsError(f'{path} is a pickle (a fastai export), which can run code when opened, so it was not opened: '
+                          'if you made it yourself, pass --trust-pickle (command line) or allow_pickle=True (Python); '
+                          'to share a model, use the safe format (model.safetensors + model.json)', 'unsafe', path=str(path))
     from fastai.learner import load_learner
-    with warnings.catch_warnings():
-        warnings.filterwarnings('ignore', message='.*load_learner.*insecure pickle')  # documented above
+    with warnings.catch_warnings():  # the caller opted in: fastai's own warning would only repeat it
+        warnings.filterwarnings('ignore', message='.*load_learner.*insecure pickle')
         learn = load_learner(path, cpu=True)
     return Classifier(learn.model.eval(), getattr(learn.model, 'config', None), **kwargs)
 
-def export_model(learn,           # a fastai Learner from `image_learner`/`train`
-                 path: Path|str,  # `.pkl`: fastai export (a pickle); `.safetensors` or a folder: imgcls's safe format
-                ) -> Path:
-    "Save `learn` in the format `path` asks for; return the path `load_classifier` reads it from."
-    path = Path(path).absolute()
-    if path.suffix == '.pkl': learn.export(path); return path
-    return export_safe(learn, path)
-
 # %% ../nbs/13_inference.ipynb #141806ca
-def cli_predict(model: Path,              # trained model: .safetensors/.json/folder (safe) or .pkl (fastai export: trusted files only)
+def cli_predict(model: Path,              # trained model: .safetensors/.json/folder (safe), or a .pkl with --trust-pickle
                 *images: str,             # image files, folders of images, or http(s) URLs
                 top_k: int = 3,           # how many classes to show per image
                 threshold: float = None,  # say "not sure" when the top probability is below this
                 json: bool = False,       # print a JSON object as the last line
+                trust_pickle: bool = False, # open a .pkl model (a pickle can run code: only your own)
                ):
     "Predict the class of images with a trained model."
-    clf = load_classifier(model)
+    clf = load_classifier(model, allow_pickle=trust_pickle)
     items = []
     for x in images:
         items.extend(image_files(x) if not re.match(r'https?://', x, re.I) and Path(x).is_dir() else [x])
@@ -327,11 +234,11 @@ def cli_predict(model: Path,              # trained model: .safetensors/.json/fo
     preds = clf.predict_batch(items, top_k, threshold, return_errors=True)
     width = min(max(len(str(x)) for x in items), 60)
     for x, p in zip(items, preds):
-        if isinstance(p, ImgclsError): print(f'{str(x):<{width}}  error: {str(p).split(": ", 1)[-1]}'); continue
+        if isinstance(p, ImgclsError): print(f'{str(x):<{width}}  error: {p.detail}'); continue
         rest = ', '.join(f'{c} {v:.1%}' for c, v in p.top_k[1:])
         print(f'{str(x):<{width}}  {p.label} {p.probability:.1%}' + (f'   ({rest})' if rest else ''))
     if json:
-        rows = [dict(image=str(x), error=str(p).split(': ', 1)[-1]) if isinstance(p, ImgclsError) else dict(image=str(x), **p.to_dict())
+        rows = [dict(image=str(x), error=p.detail) if isinstance(p, ImgclsError) else dict(image=str(x), **p.to_dict())
                 for x, p in zip(items, preds)]
         print(jsonlib.dumps(dict(model=str(model), predictions=rows)))
     n_bad = sum(isinstance(p, ImgclsError) for p in preds)

@@ -1,4 +1,4 @@
-"""Train on a laptop CPU in seconds: compute the pretrained features once, train the head on them, export a normal fastai model.
+"""Train on a laptop CPU in seconds: compute the pretrained features once, then train the head (and, when needed, the top of the backbone) on them.
 
 Docs: https://imgcls.github.io/imgcls/learner.html.md"""
 
@@ -6,27 +6,30 @@ Docs: https://imgcls.github.io/imgcls/learner.html.md"""
 
 # %% ../nbs/08_learner.ipynb #ea0d0a25
 from __future__ import annotations
-import hashlib, json as jsonlib, os, sys, time
-from contextlib import contextmanager, nullcontext
+import hashlib, io, sys
+from contextlib import contextmanager
 from pathlib import Path
 import numpy as np, torch
 from torch.utils.data import TensorDataset
-from fastcore.all import L, parallel
+from fastcore.all import parallel
 from fastprogress.fastprogress import progress_bar, IN_NOTEBOOK
-from .core import ImgclsError, file_sha256, quarantine_dir, verify_images
+from .core import ImgclsError, file_sha256, write_atomic
 from .models import DEFAULT_ARCH, cache_dir, create_model, model_splitter
-from .data import Presize, check_labels, image_dataloaders
+from .data import Presize
 from fastai.vision.all import (Learner, DataLoaders, Callback, CrossEntropyLossFlat, LabelSmoothingCrossEntropyFlat,
                                accuracy, error_rate, params, set_seed)
 
 # %% auto #0
-__all__ = ['TOP_WHEN_BELOW', 'input_size', 'image_learner', 'show_bars', 'epoch_table', 'weights_fingerprint', 'forward_batches',
-           'compute_features', 'fit_head', 'split_body', 'compute_maps', 'FlipMaps', 'fit_top', 'train', 'cli_train']
+__all__ = ['input_size', 'image_learner', 'show_bars', 'epoch_table', 'weights_fingerprint', 'forward_batches',
+           'compute_features', 'fit_head', 'split_body', 'compute_maps', 'FlipMaps', 'fit_top']
 
 # %% ../nbs/08_learner.ipynb #be6262d3
+def _presize_tfm(dls: DataLoaders) -> Presize:
+    return next(t for t in dls.valid.after_item.fs if isinstance(t, Presize))
+
 def input_size(dls: DataLoaders) -> int:
     "The side length of validation (and inference) images in `dls`."
-    return next(t for t in dls.valid.after_item.fs if isinstance(t, Presize)).valid_size[0]
+    return _presize_tfm(dls).valid_size[0]
 
 def image_learner(dls: DataLoaders,           # from `image_dataloaders`
                   arch: str = DEFAULT_ARCH,   # see `create_backbone`
@@ -40,7 +43,7 @@ def image_learner(dls: DataLoaders,           # from `image_dataloaders`
     model, bb = create_model(arch, dls.c, pretrained, dropout)
     if seed is not None:  # seeded here: loading the backbone uses more or less randomness depending on what is cached
         set_seed(seed); model.head[1].reset_parameters()
-    model.config = dict(arch=bb.arch, size=input_size(dls), mean=list(bb.mean), std=list(bb.std),
+    model.config = dict(arch=bb.arch, size=input_size(dls), presize=int(_presize_tfm(dls).train_size[0]), mean=list(bb.mean), std=list(bb.std),
                         interpolation=bb.interpolation, vocab=list(dls.vocab))
     learn = Learner(dls, model, loss_func=CrossEntropyLossFlat(), metrics=list(metrics), splitter=model_splitter, **kwargs)
     if dls.device.type == 'cuda':  # on a GPU: mixed precision and channels-last memory, both large speed-ups for convnets
@@ -74,10 +77,7 @@ def weights_fingerprint(module: torch.nn.Module) -> str:
     return h.hexdigest()[:16]
 
 def _save_npy(path: Path, a: np.ndarray):
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f'{path.name}.{os.getpid()}.tmp')
-    with open(tmp, 'wb') as f: np.save(f, a)
-    os.replace(tmp, path)
+    buf = io.BytesIO(); np.save(buf, a); write_atomic(path, buf.getvalue())
 
 def forward_batches(learn: Learner,     # its `dls` prepares the images
                     module: torch.nn.Module, # run on each batch, in eval mode
@@ -207,81 +207,3 @@ def fit_top(learn: Learner,        # from `image_learner` (its head is replaced 
     with epoch_table(top_learn): top_learn.fit_one_cycle(epochs, slice(lr, 10*lr))  # the new head learns 10x faster than the pretrained top
     learn.freeze(); learn.model.eval()
     return top_learn
-
-# %% ../nbs/08_learner.ipynb #8423ada0
-TOP_WHEN_BELOW = 0.9  # the default fine-tunes the top of the backbone when the head alone scores under this
-
-def _valid_preds(learn: Learner) -> tuple:
-    "`(probabilities, targets)` on `learn`'s validation set, with a progress bar only where bars render."
-    with (nullcontext() if show_bars() else learn.no_bar()): return learn.get_preds(dl=learn.dls.valid)
-
-def _splittable(body) -> bool:
-    "True when `split_body` can cut `body`."
-    try: split_body(body); return True
-    except ImgclsError: return False
-
-def train(path: Path|str,            # folder of class folders, or train/ and valid/ folders of class folders
-          arch: str = DEFAULT_ARCH,  # backbone (see `create_backbone`)
-          epochs: int|None = None,   # default: 20 for 'fast' (head only), 3 for 'classic'
-          size: int|None = None,     # image side length; default: the backbone's own
-          bs: int = 32,              # batch size for the images
-          valid_pct: float = 0.2,    # validation share when there are no train/valid folders
-          seed: int = 42,            # random seed for the split and the training
-          method: str = 'fast',      # 'fast': head on cached features; 'classic': fastai fine_tune
-          lr: float|None = None,     # learning rate; default per method
-          out: Path|str|None = 'model.pkl', # where to save the model: .pkl (fastai export, a pickle) or .safetensors / a folder (safe format); None: do not save
-          verbose: bool = True,      # print the label report
-          top_epochs: int|None = None, # 'fast': epochs fine-tuning the top of the backbone after the head; default: 8 when the head alone scores under `TOP_WHEN_BELOW`, else 0
-         ) -> dict:
-    "Train a classifier on the images in `path`; return accuracy, time, classes and the model path."
-    start, head_acc = time.time(), None
-    if method not in ('fast', 'classic'): raise ImgclsError(f"method must be 'fast' or 'classic', not {method!r}")
-    if not Path(path).is_dir(): check_labels(path)  # raises the right one-line error
-    moved = verify_images(path)
-    if moved: print(f'{len(moved)} unreadable image(s) moved to {quarantine_dir(path)} (reasons in reasons.csv)')
-    report = check_labels(path, verbose=verbose)
-    set_seed(seed)
-    dls = image_dataloaders(path, arch, size, bs=bs, valid_pct=valid_pct, seed=seed, check=False)
-    learn = image_learner(dls, arch, seed=seed)
-    learn.model.config['split'] = dict(valid_pct=valid_pct, seed=seed)  # to rebuild the same validation set later
-    if method == 'fast':  # scored on the cached validation features (or maps): the same outputs as the whole model's
-        small = fit_head(learn, epochs or 20, lr or 3e-3, seed=seed)
-        head_acc = float(accuracy(*_valid_preds(small)))
-        if top_epochs is None: top_epochs = 8 if head_acc < TOP_WHEN_BELOW and _splittable(learn.model.body) else 0
-        if top_epochs:
-            if verbose: print(f'head alone: {head_acc:.4f} validation accuracy; fine-tuning the top of the backbone for {top_epochs} epochs')
-            small = fit_top(learn, top_epochs, seed=seed)
-        probs, targs = _valid_preds(small)
-    else:
-        if len(dls.train) == 0: raise ImgclsError(f'{len(dls.train_ds)} training images make no full batch of {bs}: lower --bs')
-        with epoch_table(learn): learn.fine_tune(epochs or 3, lr or 2e-3)
-        probs, targs = _valid_preds(learn)
-    acc = float(accuracy(probs, targs))
-    model_path = None
-    if out is not None:
-        from imgcls.inference import export_model  # .pkl: fastai export (a pickle); .safetensors or a folder: the safe format
-        model_path = Path(out).absolute()
-        model_path.parent.mkdir(parents=True, exist_ok=True)
-        model_path = export_model(learn, model_path)
-    return dict(valid_accuracy=round(acc, 4), seconds=round(time.time() - start, 1), classes=list(dls.vocab),
-                model_path=str(model_path) if model_path else None, arch=learn.model.config['arch'], method=method,
-                head_accuracy=None if head_acc is None else round(head_acc, 4), top_epochs=top_epochs if method == 'fast' else None,
-                n_train=len(dls.train_ds), n_valid=len(dls.valid_ds), images_per_class=report.per_class())
-
-# %% ../nbs/08_learner.ipynb #1f3a8fd9
-def cli_train(data: Path,                # folder of class folders (or train/ and valid/ folders of them)
-              arch: str = DEFAULT_ARCH,  # backbone: efficientnet_lite0/1/2 (offline), a timm name or a torchvision model
-              epochs: int = None,        # training epochs (default: 20 fast, 3 classic)
-              size: int = None,          # image side length (default: the backbone's)
-              bs: int = 32,              # batch size
-              valid_pct: float = 0.2,    # validation share when there are no train/valid folders
-              seed: int = 42,            # random seed
-              out: Path = Path('model.pkl'), # where to write the model: .pkl (fastai export, a pickle) or .safetensors / a folder (safe format)
-              classic: bool = False,     # use fastai's fine_tune instead of the fast cached-feature head
-              top_epochs: int = None,    # fast method: epochs fine-tuning the top of the backbone (default: 8 if the head alone scores under 90%, else 0)
-              json: bool = False,        # print a JSON summary as the last line
-             ):
-    "Train an image classifier on a folder of images."
-    res = train(data, arch, epochs, size, bs, valid_pct, seed, 'classic' if classic else 'fast', out=out, top_epochs=top_epochs)
-    print(f"validation accuracy {res['valid_accuracy']:.4f} on {res['n_valid']} images; {res['seconds']:.1f} s; model: {res['model_path']}")
-    if json: print(jsonlib.dumps(res))

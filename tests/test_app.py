@@ -21,9 +21,7 @@ CAP, ORPHAN_S = 3, 10
 @pytest.fixture(scope='module')
 def model(tmp_path_factory):
     "A small lite0 model in the safe format, with `examples/` beside it: ants/bees (20 photos each) when the shared photos exist, else toy shapes."
-    from fastai.learner import load_learner
-    from imgcls.learner import train
-    from imgcls.inference import export_safe
+    from imgcls.training import train
     tmp = tmp_path_factory.mktemp('app')
     ab = example_data('hymenoptera_data')
     if ab:
@@ -35,10 +33,8 @@ def model(tmp_path_factory):
     else:
         data = make_toy_images(tmp/'toy', 12)
         photo, examples = image_files(data/'circle')[0], [image_files(data/c)[1] for c in ('circle', 'square')]
-    res = train(data, 'efficientnet_lite0', size=None if ab else 64, top_epochs=0, out=tmp/'model.pkl', verbose=False)
-    with warnings.catch_warnings():
-        warnings.simplefilter('ignore')
-        path = export_safe(load_learner(res['model_path']), tmp/'model')
+    res = train(data, 'efficientnet_lite0', size=None if ab else 64, top_epochs=0, out=tmp/'model', verbose=False)
+    path = Path(res['model_path'])
     (path/'examples').mkdir()
     for f in examples: shutil.copy(f, path/'examples'/f.name)
     return path, photo, res['classes']

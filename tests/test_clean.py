@@ -27,7 +27,7 @@ def test_clean_undo_restores_bytes(tmp_path):
 
 def test_cleaner_on_safe_model(tmp_path):
     "The cleaner opens on a safe model, shows a ranked suspect first, and its one-click suggestion moves it, undoably."
-    from imgcls.learner import train
+    from imgcls.training import train
     data = make_toy_images(tmp_path/'data', 12)
     res = train(data, 'efficientnet_lite0', epochs=5, top_epochs=0, out=tmp_path/'model.safetensors', verbose=False)
     bad = image_files(data/'square')[0]

@@ -7,21 +7,19 @@ from pathlib import Path
 import numpy as np, pytest, torch
 from PIL import Image
 from imgcls.core import ImgclsError, file_sha256, image_files, make_toy_images
-from imgcls.inference import NOT_SURE, export_safe, fetch_url, load_classifier, safe_paths
+from imgcls.inference import NOT_SURE, fetch_url, load_classifier
+from imgcls.modelfile import save_safe, safe_paths
 
 
 @pytest.fixture(scope='module')
 def models(tmp_path_factory):
-    "A toy lite0 model as a fastai export and in the safe format, and its images."
-    from fastai.learner import load_learner
-    from imgcls.learner import train
+    "A toy lite0 model in the safe format and as a fastai export (asked for), and its images."
+    from imgcls.training import train
     tmp = tmp_path_factory.mktemp('inference')
     toy = make_toy_images(tmp/'toy', 12)
-    res = train(toy, 'efficientnet_lite0', size=64, out=tmp/'model.pkl', verbose=False)
-    with warnings.catch_warnings():
-        warnings.simplefilter('ignore')
-        learn = load_learner(res['model_path'])
-    return dict(pkl=Path(res['model_path']), safe=export_safe(learn, tmp/'safe'/'model.safetensors'), learn=learn, toy=toy, tmp=tmp)
+    res = train(toy, 'efficientnet_lite0', size=64, out=tmp/'safe'/'model.safetensors', export_pkl=True, verbose=False)
+    safe = Path(res['model_path'])
+    return dict(pkl=Path(res['pkl_path']), safe=safe, model=load_classifier(safe).model, toy=toy, tmp=tmp)
 
 
 def imgcls(*args, timeout=180):
@@ -75,13 +73,13 @@ def test_cli_predict_folder_url_and_bad_file(models, server):
     srv, root = server
     shutil.copy(image_files(models['toy']/'square')[0], root/'sq.jpg')
     (root/'notes.txt').write_text('hello')
-    r = imgcls('predict', models['pkl'], models['toy']/'circle', f'{srv.url}/img/sq.jpg', root/'notes.txt', '--threshold', '0.4')
+    r = imgcls('predict', models['pkl'], models['toy']/'circle', f'{srv.url}/img/sq.jpg', root/'notes.txt', '--threshold', '0.4', '--trust-pickle')
     assert r.returncode == 1
     lines = r.stdout.strip().splitlines()
     assert len(lines) == 12 + 2
     assert 'sq.jpg' in lines[-2] and 'square' in lines[-2]
     assert lines[-1].endswith('error: not an image')
-    assert r.stderr.strip() == 'imgcls predict: error: 1 of 14 images could not be read'
+    assert r.stderr.strip() == 'imgcls predict: error: 1 of 14 images could not be read'   # no pickle warning either
 
 
 def test_fetch_url_limits(server):
@@ -111,7 +109,7 @@ def test_eval_mode_and_batch_consistency(models):
 def test_tampered_safe_model_is_refused(models, tmp_path):
     "Editing the weights or the JSON of a safe model makes loading fail with an ImgclsError."
     for what in ('weights', 'json', 'version'):
-        w, j = safe_paths(export_safe(models['learn'], tmp_path/what/'m.safetensors'))
+        w, j = safe_paths(save_safe(models['model'], tmp_path/what/'m.safetensors'))
         meta = json.loads(j.read_text())
         if what == 'weights': b = bytearray(w.read_bytes()); b[-10] ^= 0xFF; w.write_bytes(bytes(b))
         if what == 'json': meta['size'] = 32; j.write_text(json.dumps(meta))
@@ -130,13 +128,13 @@ def test_malicious_pickle_is_never_run(models, tmp_path):
     "A pickle posing as safe weights, or given where pickles are refused, is rejected and its code never runs."
     marker = tmp_path/'pwned'
     evil_dir = tmp_path/'evil'
-    w, j = safe_paths(export_safe(models['learn'], evil_dir))
+    w, j = safe_paths(save_safe(models['model'], evil_dir))
     w.write_bytes(pickle.dumps(Evil(marker)))
     j.write_text(json.dumps({**json.loads(j.read_text()), 'sha256': file_sha256(w)}))
     with pytest.raises(ImgclsError, match='not a safetensors file'): load_classifier(evil_dir)
     evil_pkl = tmp_path/'evil.pkl'
     evil_pkl.write_bytes(pickle.dumps(Evil(marker)))
-    with pytest.raises(ImgclsError, match='refusing'): load_classifier(evil_pkl, allow_pickle=False)
+    with pytest.raises(ImgclsError, match='--trust-pickle'): load_classifier(evil_pkl)
     r = imgcls('predict', evil_dir, image_files(models['toy'])[0])
     assert r.returncode == 1 and 'not a safetensors file' in r.stderr
     assert not marker.exists()

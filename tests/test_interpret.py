@@ -17,7 +17,7 @@ NO_ANTS = 'real photos absent: example_data("hymenoptera_data") is None (no shar
 
 def train_safe(root: Path, data: Path, **kwargs) -> SimpleNamespace:
     "Train on `data` into `root/model.safetensors` (features from the shared cache); `(data, model, res)`."
-    from imgcls.learner import train
+    from imgcls.training import train
     res = train(data, 'efficientnet_lite2', top_epochs=0, out=root/'model.safetensors', verbose=False, **kwargs)
     return SimpleNamespace(root=root, data=data, model=Path(res['model_path']), res=res)
 

@@ -4,7 +4,7 @@ from pathlib import Path
 import pytest
 from fastcore.basics import AttrDict
 from imgcls.core import example_data, image_files, make_toy_images
-from imgcls.cli import new_project
+from imgcls.project import new_project
 from imgserver import ImageServer
 
 IMGCLS = [sys.executable, '-c', 'from imgcls.cli import main; main()']
@@ -18,7 +18,8 @@ def test_new_from_flowers_folder(tmp_path):
     assert res['classes'] == ['daisy', 'dandelion', 'rose', 'sunflower', 'tulip']
     assert res['n_train'] + res['n_valid'] == 4317
     assert res['valid_accuracy'] > 0.6, res
-    for f in ['model.safetensors', 'model.json', 'report.html', 'model.pkl']: assert (tmp_path/'flowers-app'/f).exists(), f
+    for f in ['model.safetensors', 'model.json', 'report.html']: assert (tmp_path/'flowers-app'/f).exists(), f
+    assert not (tmp_path/'flowers-app'/'model.pkl').exists()   # safe by default: no pickle written
     assert f"imgcls app {tmp_path/'flowers-app'/'model.safetensors'}" in r.stdout
 
 def _free_port():

@@ -61,7 +61,7 @@ def evil_pickle(folder: Path) -> tuple:
 def ants(tmp_path_factory):
     "A safe model trained on a copy of ants/bees, a held-out test folder (8 per class + an unknown class) and the report's JSON."
     if ANTS is None: pytest.skip(NO_ANTS)
-    from imgcls.learner import train
+    from imgcls.training import train
     root = tmp_path_factory.mktemp('ants')
     data, test = Path(shutil.copytree(ANTS, root/'data')), root/'test'
     for c in ('ants', 'bees'):
@@ -171,7 +171,7 @@ def test_pickle_refused_unopened_api(tmp_path):
 
 def test_trusted_pickle_reports_without_warning_text(ants, tmp_path):
     "With --trust-pickle a fastai export is reported like the safe model, and no pickle warning reaches the user."
-    from imgcls.learner import train
+    from imgcls.training import train
     res = train(ants.data, 'efficientnet_lite2', top_epochs=0, out=tmp_path/'model.pkl', verbose=False)
     r = imgcls('report', res['model_path'], ants.data, '--out', tmp_path/'r.html', '--json', '--trust-pickle')
     assert last_json(r)['confusion_matrix'] == ants.json['confusion_matrix']
