@@ -74,7 +74,7 @@ def main():
     p.add_argument('--out', type=Path, default=Path('bench/label_issues.md'))
     args = p.parse_args()
     sizes = dict((n, int(s)) for n, s in (x.split(':') for x in args.fastai_size.split(',')))
-    rows, t_start = [], time.perf_counter()
+    rows, t_start, load0 = [], time.perf_counter(), os.getloadavg()[0]
     work = Path(tempfile.mkdtemp(prefix='imgcls-labels-'))
     try:
         for name in args.datasets.split(','):
@@ -93,7 +93,8 @@ def main():
     finally: shutil.rmtree(work, ignore_errors=True)
     lines = [f"# Finding flipped labels: imgcls vs fastai's loss ranking", '',
              f"{datetime.datetime.now().astimezone():%Y-%m-%d %H:%M %Z}; command: `{' '.join(['python', *sys.argv])}`; "
-             f"{os.cpu_count()} CPUs (shared), total {time.perf_counter() - t_start:.0f} s", '',
+             f"{os.cpu_count()} CPUs (shared), total {time.perf_counter() - t_start:.0f} s; load average at start / end: {load0:.1f} / {os.getloadavg()[0]:.1f} "
+             "(seconds are wall time on this busy machine)", '',
              '| data set | flipped | trial | method | k = flipped | flagged | flag precision | flag recall | precision at k | s |',
              '|---|---:|---:|---|---:|---:|---:|---:|---:|---:|']
     lines += [f"| {n} | {int(f * 100)}% | {t} | {m} | {fmt(r)} |" for n, f, t, m, r in rows]
