@@ -9,7 +9,7 @@ from __future__ import annotations
 import json as jsonlib, os, shutil
 from pathlib import Path
 import numpy as np, pandas as pd
-from fastai.vision.all import DataLoaders
+from fastai.vision.all import DataLoaders, Learner
 from .core import image_files
 from .models import DEFAULT_ARCH
 from .data import image_dataloaders
@@ -34,7 +34,7 @@ def confident_learning(probs,  # out-of-fold probabilities, one row per image
     return has & (confident != y), suggested
 
 # %% ../nbs/10_labels.ipynb #ea5d173e
-def find_label_issues(path_or_dls,             # folder of class folders (or train/ and valid/ folders of them), or `image_dataloaders`
+def find_label_issues(path_or_dls,             # folder of class folders (or train/ and valid/ folders of them), `image_dataloaders`, or a `Learner` on them
                       arch: str = DEFAULT_ARCH, # backbone whose features judge the labels (when given a folder)
                       k: int = 5,              # folds
                       seed: int = 42,          # for the folds
@@ -42,8 +42,10 @@ def find_label_issues(path_or_dls,             # folder of class folders (or tra
                       rounds: int = 2,         # 2+: refit with the flagged images left out of the probes' training, flag again
                      ) -> pd.DataFrame:
     "Rows `path, label, suggested, p_label, flagged, split, rank` for every image: flagged first, then by `p_label`."
-    dls = path_or_dls if isinstance(path_or_dls, DataLoaders) else image_dataloaders(path_or_dls, arch, check=False, num_workers=0)
-    learn = image_learner(dls, arch)
+    if isinstance(path_or_dls, Learner): learn, dls = path_or_dls, path_or_dls.dls  # `train`'s: no second backbone to load
+    else:
+        dls = path_or_dls if isinstance(path_or_dls, DataLoaders) else image_dataloaders(path_or_dls, arch, check=False, num_workers=0)
+        learn = image_learner(dls, arch)
     items = [*dls.train.items, *dls.valid.items]
     X = compute_features(learn, items)[0].numpy()
     y = np.concatenate([_labels(dls.train_ds).numpy(), _labels(dls.valid_ds).numpy()])

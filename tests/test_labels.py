@@ -45,3 +45,11 @@ def test_cli_json_is_exactly_the_flagged(noisy, capsys):
     assert all(set(s) == {'path', 'label', 'suggested', 'p_label'} for s in summary['suspects'])
     assert [s['p_label'] for s in summary['suspects']] == sorted(s['p_label'] for s in summary['suspects'])
     assert sorted(map(str, image_files(data))) == before  # nothing moved
+
+def test_learner_input_gives_the_same_rows(noisy):
+    from imgcls.data import image_dataloaders
+    from imgcls.learner import image_learner
+    data, _ = noisy
+    dls = image_dataloaders(data, check=False, num_workers=0)
+    a, b = find_label_issues(dls), find_label_issues(image_learner(dls))
+    assert a.path.tolist() == b.path.tolist() and a.p_label.tolist() == b.p_label.tolist()
