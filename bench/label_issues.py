@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse, datetime, os, shutil, sys, tempfile, time, warnings
 from pathlib import Path
 import numpy as np, torch
-from fastai.vision.all import ClassificationInterpretation, set_seed
+from fastai.vision.all import set_seed
 from imgcls.core import example_data, image_files
 from imgcls.data import image_dataloaders
 from imgcls.learner import image_learner, epoch_table
@@ -53,9 +53,10 @@ def run_fastai(data: Path, flipped: set, size: int|None, seed: int) -> dict:
     with epoch_table(learn): learn.fine_tune(1)
     paths, losses, wrong = [], [], []
     for dl in (dls.train.new(shuffle=False, drop_last=False), dls.valid):  # the cleaner's `dls[ds_idx]`, in order
-        interp = ClassificationInterpretation.from_learner(learn, dl=dl)
-        paths += [str(p) for p in dl.items]; losses.append(interp.losses)
-        wrong.append(interp.decoded != interp.targs)
+        # what `ImageClassifierCleaner` (and `ClassificationInterpretation.top_losses`) rank by: the loss of each image
+        with learn.no_bar(): probs, targs, loss = learn.get_preds(dl=dl, with_loss=True)
+        paths += [str(p) for p in dl.items]; losses.append(loss)
+        wrong.append(probs.argmax(1) != targs)
     losses, wrong = torch.cat(losses), torch.cat(wrong)
     order = losses.argsort(descending=True).tolist()
     # the cleaner has no flag set; the natural one is "the trained network predicts another class"
