@@ -5,18 +5,20 @@ images. Run from the repository root:
 
     python bench/train.py                      # full run, writes bench/results.md (quiet machine, long)
     python bench/train.py --quick --out /tmp/r.md   # smoke test on small subsets, 1 epoch
+    python bench/train.py --seeds 1 2 3 --no-fastai # repeated splits: mean and spread over seeds (bench/train_seeds.md)
+    python bench/train.py --seeds 1 2 3 --datasets flowers --subsample 20 100 --no-fastai --out /tmp/s.md  # a bear-sized set
 """
 from __future__ import annotations
 import argparse, datetime, math, os, platform, shutil, subprocess, sys, tempfile, time, warnings
 from contextlib import contextmanager
 from pathlib import Path
-import torch, timm, fastai
+import numpy as np, torch, timm, fastai
 from fastai.vision.all import (Callback, DataBlock, ImageBlock, CategoryBlock, GrandparentSplitter, RandomSplitter,
                                RandomResizedCrop, Normalize, aug_transforms, parent_label, vision_learner, accuracy, set_seed)
 import imgcls, imgcls.learner, imgcls.runtime, imgcls.training
 from imgcls.core import example_data, image_files
 from imgcls.data import dataset_items, split_folders, image_dataloaders
-from imgcls.learner import epoch_table
+from imgcls.learner import epoch_table, image_learner
 from imgcls.models import DEFAULT_ARCH, create_backbone, pretrained_model, offline_state_dict
 
 warnings.filterwarnings('ignore', category=FutureWarning)
@@ -205,6 +207,77 @@ def write_results(out: Path, args, results: dict, tp: dict, convert_s: float, cu
     out.write_text(text)
     print(text)
 
+# ---- repeated-split mode (issue 17): `--seeds 1 2 3` ----
+
+def link_pooled(src: Path, dest: Path, lo: int|None = None, hi: int|None = None, seed: int = 0) -> Path:
+    "Link `src`'s images into `dest/<class>/` (train and valid folders pooled, so every seed draws its own split); with `lo`/`hi`, a seeded random 20-100-style number per class."
+    rng = np.random.default_rng(seed)
+    by_class = {}
+    for f in image_files(src): by_class.setdefault(f.parent.name, []).append(f)
+    for c, fs in sorted(by_class.items()):
+        if lo: fs = [fs[i] for i in sorted(rng.choice(len(fs), min(len(fs), int(rng.integers(lo, hi + 1))), replace=False))]
+        (dest/c).mkdir(parents=True, exist_ok=True)
+        for f in fs: (dest/c/f'{f.parent.parent.name}_{f.name}').symlink_to(f.resolve())
+    return dest
+
+def imgcls_seed(path: Path, seed: int) -> dict:
+    "imgcls's default `train` on one split seed, plus the cross-validated probe on the training images and the probe's scores on validation."
+    from imgcls.crossval import cross_validate_learner, fit_probe, set_head
+    from imgcls.learner import _labels, compute_features
+    t0 = time.perf_counter()
+    res = imgcls.learner.train(path, seed=seed, out=None, verbose=False)
+    seconds = time.perf_counter() - t0
+    dls = image_dataloaders(path, seed=seed, check=False, num_workers=0)
+    learn = image_learner(dls, seed=seed)
+    t0 = time.perf_counter()
+    cv = cross_validate_learner(learn, seed=seed)   # warm cache: `train` just computed these features
+    cv_s = time.perf_counter() - t0
+    Xv, _ = compute_features(learn, dls.valid.items); yv = _labels(dls.valid_ds).numpy()
+    probe = fit_probe(cv['X'], _labels(dls.train_ds).numpy(), cv['C'], dls.c)
+    set_head(learn.model, probe, cv['X'])
+    with torch.inference_mode(): folded = float((learn.model.head.eval()(Xv).argmax(1).numpy() == yv).mean())
+    return dict(seconds=seconds, acc=res['valid_accuracy'], head=res['head_accuracy'], top=res['top_epochs'], n_train=res['n_train'],
+                n_valid=res['n_valid'], cv=cv['cv_accuracy'], cv_std=cv['cv_std'], C=cv['C'], cv_seconds=cv_s,
+                probe=float((probe.probs(Xv).argmax(1) == yv).mean()), folded=folded)
+
+def seeds_main(args):
+    "Mean and spread over split seeds, imgcls (with its cross-validated estimate) against the fastai recipe."
+    work = Path(tempfile.mkdtemp(prefix='imgcls-seeds-'))
+    sets = [(n, example_data(n)) for n in args.datasets.split(',') if n] + [(Path(f).name, Path(f)) for f in args.folders]
+    lines = [f"# Repeated splits: imgcls vs fastai over seeds {args.seeds}", '',
+             f"{datetime.datetime.now().astimezone():%Y-%m-%d %H:%M %Z}. Command: `{' '.join(['python', *sys.argv])}`", '', *machine(), '',
+             'Each data set is pooled into class folders (symbolic links), so each seed draws its own 20% validation split. '
+             '`cv` = 5-fold cross-validated accuracy of the L2-normalised logistic-regression probe on the training images (`imgcls.crossval`), '
+             '± `cv_std` (std over folds); `probe` / `folded` = that probe, and the probe copied into the model head (`set_head`), on validation. '
+             '`within 2 std` = |valid - cv| <= 2 cv_std.', '']
+    try:
+        for name, src in sets:
+            if src is None: sys.exit(f'data set {name!r} not found')
+            sub = f' (classes subsampled to {args.subsample[0]}-{args.subsample[1]} images, seed 0)' if args.subsample else ''
+            path = link_pooled(src, work/name, *(args.subsample or (None, None)))
+            rows = []
+            for seed in args.seeds:
+                print(f'== {name} seed {seed}', flush=True)
+                r = imgcls_seed(path, seed)
+                if not args.no_fastai:
+                    bb = create_backbone(DEFAULT_ARCH, pretrained=False)
+                    fa = fastai_recipe(path, args.epochs or 4, bb.mean, bb.std, seed=seed)
+                    r |= dict(fastai=fa['acc'], fastai_s=fa['seconds'])
+                rows.append((seed, r)); print(r, flush=True)
+            lines += [f"## {name}{sub}: {rows[0][1]['n_train']} train / {rows[0][1]['n_valid']} validation", '',
+                      '| seed | imgcls valid | head alone | top epochs | s | cv ± cv_std | C | cv s | within 2 std | probe valid | folded head valid | fastai valid | fastai s |',
+                      '|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|---:|']
+            for seed, r in rows:
+                lines.append(f"| {seed} | {r['acc']:.4f} | {r['head']:.4f} | {r['top']} | {r['seconds']:.0f} | {r['cv']:.4f} ± {r['cv_std']:.4f} | {r['C']:g} | "
+                             f"{r['cv_seconds']:.1f} | {'yes' if abs(r['acc'] - r['cv']) <= 2 * r['cv_std'] else 'NO'} | {r['probe']:.4f} | {r['folded']:.4f} | "
+                             f"{r.get('fastai', float('nan')):.4f} | {r.get('fastai_s', float('nan')):.0f} |")
+            ms = lambda k: f"{np.mean([r[k] for _, r in rows]):.4f} ± {np.std([r[k] for _, r in rows], ddof=1) if len(rows) > 1 else 0:.4f}"
+            lines += ['', f"mean ± std over seeds: imgcls {ms('acc')}, head alone {ms('head')}, cv {ms('cv')}, probe {ms('probe')}, folded head {ms('folded')}"
+                      + ('' if args.no_fastai else f", fastai {ms('fastai')}"), '']
+    finally: shutil.rmtree(work, ignore_errors=True)
+    text = '\n'.join(lines) + '\n'
+    args.out.write_text(text); print(text)
+
 def main():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument('--datasets', default='hymenoptera_data,flowers', help='comma-separated names under shared/data (or $IMGCLS_DATA)')
@@ -212,7 +285,14 @@ def main():
     p.add_argument('--epochs', type=int, default=None, help='fine_tune epochs of the fastai recipe (default 4; 1 with --quick)')
     p.add_argument('--fastai-epochs-flowers', type=int, default=None, help='fine_tune epochs on flowers, if fewer than --epochs are affordable')
     p.add_argument('--out', type=Path, default=Path('bench/results.md'), help='Markdown report to write')
+    p.add_argument('--seeds', type=int, nargs='+', help='repeated-split mode: mean and spread over these split seeds (writes --out, default bench/train_seeds.md)')
+    p.add_argument('--folders', nargs='*', default=[], help='repeated-split mode: more data set folders')
+    p.add_argument('--subsample', type=int, nargs=2, metavar=('LO', 'HI'), help='repeated-split mode: keep a random LO-HI images per class (like the bear set)')
+    p.add_argument('--no-fastai', action='store_true', help='repeated-split mode: skip the (slow) fastai recipe')
     args = p.parse_args()
+    if args.seeds:
+        if args.out == Path('bench/results.md'): args.out = Path('bench/train_seeds.md')
+        return seeds_main(args)
     args.epochs = args.epochs or (1 if args.quick else 4)
     load0 = os.getloadavg()[0]
     work = Path(tempfile.mkdtemp(prefix='imgcls-bench-'))
