@@ -13,11 +13,11 @@ from sklearn.model_selection import StratifiedKFold
 from threadpoolctl import threadpool_limits
 from fastai.vision.all import Learner
 from .core import ImgclsError
-from .learner import TOP_WHEN_BELOW, compute_features, _labels
+from .learner import compute_features, _labels
 
 # %% auto #0
-__all__ = ['CS', 'normalize', 'one_thread', 'Probe', 'fit_probe', 'oof_probs', 'cross_validate', 'cross_validate_learner',
-           'needs_top', 'set_head']
+__all__ = ['CS', 'TOP_WHEN_BELOW', 'normalize', 'one_thread', 'Probe', 'fit_probe', 'oof_probs', 'cross_validate',
+           'cross_validate_learner', 'needs_top', 'set_head']
 
 # %% ../nbs/09_crossval.ipynb #fa34f630
 CS = (1., 4., 16.)  # regularisation strengths tried by `cross_validate` (sklearn's C: larger fits harder)
@@ -140,6 +140,8 @@ def cross_validate_learner(learn: Learner,  # from `image_learner`; its training
     X, _ = compute_features(learn, items)
     Xf = compute_features(learn, items, flip=True)[0] if flip else None
     return cross_validate(X, _labels(learn.dls.train_ds).numpy(), Cs, k, seed, Xf, learn.dls.c) | dict(X=X.numpy(), Xf=Xf)
+
+TOP_WHEN_BELOW = 0.9  # the default fine-tunes the top of the backbone when the probe cross-validates under this
 
 def needs_top(cv: dict,                      # from `cross_validate`
               below: float = TOP_WHEN_BELOW, # fine-tune the top when the probe cross-validates under this
