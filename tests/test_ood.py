@@ -1,6 +1,6 @@
 """The "none of these" check outside the notebook: saved and loaded through a real safetensors file and JSON config,
 bounded size, held-out calibration, speed, and real photos when ../shared/data is here."""
-import json, time
+import json, math, time
 import numpy as np, pytest, torch
 from safetensors.torch import save_file, load_file
 from imgcls.core import ImgclsError, example_data
@@ -61,9 +61,9 @@ def test_size_is_bounded_and_every_class_kept():
 
 def test_held_out_calibration(toy):
     "On new images of the known classes, about 1 - keep are called none of these; unrelated ones are caught."
-    dc = fit_domain(toy['train'], toy['valid'], labels=toy['labels'], keep=0.95)
+    dc = fit_domain(toy['train'], toy['valid'], labels=toy['labels'], keep=0.9)
     rejected = 1 - dc.in_domain(toy['test']).mean()
-    assert 0.01 <= rejected <= 0.12, f'{rejected:.1%} of new in-domain images rejected (calibrated on 200)'
+    assert 0.03 <= rejected <= 0.15, f'{rejected:.1%} of new in-domain images rejected (calibrated on 200)'
     assert dc.in_domain(toy['out']).mean() == 0
     assert auroc(dc.score(toy['test']), dc.score(toy['out'])) == 1.0
 
@@ -98,13 +98,13 @@ def test_fast_enough():
 
 @pytest.mark.skipif(example_data('hymenoptera_data') is None, reason='needs ../shared/data/hymenoptera_data')
 def test_ants_bees_model_catches_unrelated_photos():
-    "The ants/bees check keeps ~95% of its validation photos and calls none of scikit-image's photos an insect."
+    "The ants/bees check keeps 95% of its validation photos and calls none of scikit-image's photos an insect."
     from imgcls.data import image_dataloaders
     from imgcls.learner import image_learner, compute_features, _labels
     learn = image_learner(image_dataloaders(example_data('hymenoptera_data'), bs=32, seed=42, check=False))
     f = lambda items: compute_features(learn, list(items))[0]
     Xv, Xp = f(learn.dls.valid.items), f(unrelated_photos())
     dc = fit_domain(f(learn.dls.train.items), Xv, labels=_labels(learn.dls.train_ds))
-    assert abs(dc.in_domain(Xv).mean() - 0.95) < 0.01
+    assert dc.in_domain(Xv).sum() == math.ceil((len(Xv) + 1) * 0.95)   # the default keep, conformal rank
     assert dc.in_domain(Xp).sum() == 0, [p.name for p, ok in zip(unrelated_photos(), dc.in_domain(Xp)) if ok]
     assert auroc(dc.score(Xv), dc.score(Xp)) >= 0.98
