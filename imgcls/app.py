@@ -12,7 +12,8 @@ import ipywidgets as widgets
 from IPython.display import HTML, display
 from PIL import Image
 from .core import ImgclsError, MAX_PIXELS, image_files
-from .inference import Classifier, Prediction, load_classifier, safe_paths, human_size, NOT_SURE, MAX_BYTES
+from .inference import Classifier, Prediction, load_classifier, human_size, NOT_SURE, MAX_BYTES
+from .modelfile import safe_paths
 
 # %% auto #0
 __all__ = ['EXAMPLES_DIR', 'MAX_EXAMPLES', 'PAGE_CSS', 'ENV_MODEL', 'ENV_TOP_K', 'ENV_THRESHOLD', 'ENV_MAX_BYTES', 'ENV_TITLE',
