@@ -11,7 +11,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from .core import ImgclsError, write_atomic
 from .models import DEFAULT_ARCH
-from .download import build_dataset
+from .dataset import build_dataset, parse_classes
 from .modelfile import safe_paths
 from .data import dataset_items
 from .training import train
@@ -21,15 +21,6 @@ from .report import report   # 15_report (the interpret split, issue 12)
 __all__ = ['new_project', 'cli_new']
 
 # %% ../nbs/19_project.ipynb #3c55a3e2
-def _parse_classes(queries) -> dict:
-    "`{label: [queries]}` from search terms or 'label=query' pairs (to be replaced by `download.parse_classes`)."
-    classes = {}
-    for q in queries:
-        label, _, term = q.partition('=') if '=' in q else (q, '', q)
-        terms = classes.setdefault(label.strip(), [])
-        if term.strip() not in terms: terms.append(term.strip())
-    return classes
-
 def _fingerprint(files) -> str:
     "Hash of file names, sizes and modification times: changes when images are added, removed or edited."
     h = hashlib.sha256()
@@ -61,7 +52,7 @@ def new_project(name: Path|str,          # project folder to create or resume
         else:
             if not queries: raise ImgclsError('give at least two search terms (or --from FOLDER)')
             data = root/'data'
-            build_dataset(data, _parse_classes(queries), n, search=search, allow_private=allow_private)
+            build_dataset(data, parse_classes(queries), n, search=search, allow_private=allow_private)
     safe = root/'model.safetensors'
     with _step(2, 3, 'training', 'Fix the folders named above, or try --arch efficientnet_lite0'):
         key = dict(data=str(data.absolute()), arch=arch, epochs=epochs, files=_fingerprint(dataset_items(data)) if data.is_dir() else None)
