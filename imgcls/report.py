@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np, pandas as pd
 from fastcore.all import patch
 from matplotlib.figure import Figure
-from .core import ImgclsError, image_files, utc_now, write_atomic
+from .core import ImgclsError, image_files, open_rgb, utc_now, write_atomic
 from .learner import compute_features
 from .labels import find_label_issues
 from .ood import NONE_OF_THESE, DomainCheck, auroc, fpr_at
@@ -202,6 +202,10 @@ def domain_check(model, # a `Classifier` (from `load_classifier`), a model file,
 def _no_check() -> ImgclsError:
     return ImgclsError('the model has no domain check ("none of these"), so --ood has nothing to measure: train it again with this imgcls', 'missing')
 
+def _readable(f) -> bool:
+    try: open_rgb(f, draft=32); return True
+    except ImgclsError: return False
+
 def _scores(interp: Interpretation, check: DomainCheck, items: list) -> np.ndarray:
     return check.score(compute_features(interp.learn, list(items))[0]) if len(items) else np.zeros(0, np.float32)
 
@@ -224,11 +228,12 @@ def check_domain(self: Interpretation,
     self._domain_scores = dict(valid=v)
     if ood is not None:
         ood = Path(ood)
-        items = image_files(ood) if ood.is_dir() else []
-        if not items: raise ImgclsError(f'no images in the --ood folder {ood}', 'missing', path=str(ood))
+        found = image_files(ood) if ood.is_dir() else []
+        items = [f for f in found if _readable(f)]   # a folder of the user's: one broken file must not stop the report
+        if not items: raise ImgclsError(f'no readable images in the --ood folder {ood}', 'missing', path=str(ood))
         o = _scores(self, check, items)
         self._domain_scores['ood'] = o
-        d['ood'] = dict(folder=str(ood.absolute()), n=len(o), caught=_r((o > t).mean()),
+        d['ood'] = dict(folder=str(ood.absolute()), n=len(o), n_unreadable=len(found) - len(items), caught=_r((o > t).mean()),
                         auroc=_r(auroc(v, o)) if len(v) else None, fpr_at_95=_r(fpr_at(v, o)) if len(v) else None)
     self.domain = d
     return d
@@ -261,7 +266,8 @@ def _domain_html(interp: Interpretation) -> str:
     if 'ood' in d:
         o = d['ood']
         s += (f'<p id="ood">Unrelated images from {_esc(o["folder"])} ({o["n"]}): AUROC <b>{o["auroc"]:.3f}</b> against the validation images; '
-              f'<b>{o["caught"]:.1%}</b> caught (called "{NONE_OF_THESE}") at the model\'s threshold.</p>')
+              f'<b>{o["caught"]:.1%}</b> caught (called "{NONE_OF_THESE}") at the model\'s threshold.'
+              + (f' {o["n_unreadable"]} unreadable file(s) left out.' if o['n_unreadable'] else '') + '</p>')
     return s + f'<img id="domain-plot" alt="domain score histogram" src="{data_uri(interp.plot_domain())}"></section>'
 
 # %% ../nbs/15_report.ipynb #e964c465
