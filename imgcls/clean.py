@@ -10,6 +10,7 @@ import html, io, json as jsonlib, shutil
 from pathlib import Path
 import numpy as np, pandas as pd
 from .core import ImgclsError, file_sha256, log_reason, quarantine, quarantine_dir, utc_now, write_atomic
+from .labels import find_label_issues
 from .interpret import Interpretation, model_learner, thumbnail
 
 # %% auto #0
@@ -93,15 +94,16 @@ def undo(root: Path|str, # the dataset folder
 SUSPECTS, ALL = 'Suspects', '(all classes)'
 
 def _suspects(order) -> list:
-    "`order` as a list of `(path, label, suggested)`, most suspicious first."
-    if isinstance(order, pd.DataFrame): order = order[['path', 'label', 'suggested']].itertuples(index=False)
-    return [(str(Path(p).resolve()), str(l), str(s)) for p, l, s in order]
+    "`order` as a list of `(path, label, suggested, p_label)`, most suspicious first (`p_label` NaN when not given)."
+    if isinstance(order, pd.DataFrame):
+        order = order.assign(p_label=order['p_label'] if 'p_label' in order else np.nan)[['path', 'label', 'suggested', 'p_label']].itertuples(index=False)
+    return [(str(Path(p).resolve()), str(l), str(s), float(r[0]) if r else np.nan) for p, l, s, *r in order]
 
 class Cleaner:
     "A notebook widget to relabel or quarantine suspicious images, per class and split or in a given order, with a log and undo."
     def __init__(self, source,              # an `Interpretation`, a dict {split name: Interpretation}, or a ranked list as for `order`
                  root: Path|str,            # the dataset folder (files are moved in it)
-                 order=None,                # suspects, most suspicious first: (path, given label, suggested label) tuples, or a DataFrame with those columns
+                 order=None,                # suspects, most suspicious first: (path, given label, suggested label) tuples, or a DataFrame with those columns (and `p_label`)
                  vocab: list|None = None,   # classes offered in the menus; default: the `Interpretation`s', else the labels in `order`
                  max_n: int = 24,           # images shown at once
                  size: int = 128,           # thumbnail size in pixels
@@ -113,15 +115,15 @@ class Cleaner:
         rows = []
         for split, it in source.items():
             if it.items is None: raise ImgclsError(f'the {split} Interpretation has no image files to show (items=None)')
-            rows += [dict(path=str(Path(f).resolve()), split=split, label=it.vocab[int(t)], suggested=it.vocab[int(p)], probs=pr.numpy(), rank=np.nan)
+            rows += [dict(path=str(Path(f).resolve()), split=split, label=it.vocab[int(t)], suggested=it.vocab[int(p)], probs=pr.numpy(), rank=np.nan, p_label=np.nan)
                      for f, t, p, pr in zip(it.items, it.targs, it.preds, it.probs)]
-        self.table = pd.DataFrame(rows, columns=['path', 'split', 'label', 'suggested', 'probs', 'rank'])
+        self.table = pd.DataFrame(rows, columns=['path', 'split', 'label', 'suggested', 'probs', 'rank', 'p_label'])
         suspects = _suspects(order) if order is not None else []
-        for r, (p, l, s) in enumerate(suspects):
+        for r, (p, l, s, pl) in enumerate(suspects):
             hit = self.table.path == p
-            if hit.any(): self.table.loc[hit, ['suggested', 'rank']] = [s, r]
-            else: self.table.loc[len(self.table)] = dict(path=p, split=self._split(p), label=l, suggested=s, probs=None, rank=r)
-        self.vocab = list(vocab or next((it.vocab for it in source.values()), None) or sorted({x for _, l, s in suspects for x in (l, s)}))
+            if hit.any(): self.table.loc[hit, ['suggested', 'rank', 'p_label']] = [s, r, pl]
+            else: self.table.loc[len(self.table)] = dict(path=p, split=self._split(p), label=l, suggested=s, probs=None, rank=r, p_label=pl)
+        self.vocab = list(vocab or next((it.vocab for it in source.values()), None) or sorted({x for _, l, s, _ in suspects for x in (l, s)}))
         self.choices, self._removed, self._thumbs, self._pool, self._paths, self._updating = {}, {}, {}, [], [], False
         splits = ([SUSPECTS] if suspects else []) + list(dict.fromkeys(self.table.split[self.table.split != '']))
         self.dd_class = W.Dropdown(options=(ALL, *self.vocab), value=ALL if suspects else self.vocab[0], description='class')
@@ -136,11 +138,14 @@ class Cleaner:
     @classmethod
     def from_model(cls, model,               # a safe model file (.pkl only with `allow_pickle`), a `Classifier` or a `Learner`
                    data: Path|str,           # the dataset it was trained on (files are moved in it)
-                   order=None,               # suspects to show first (see `Cleaner`)
+                   order=None,               # suspects to show first (see `Cleaner`); default: the images `find_label_issues` flags; () for none
                    allow_pickle: bool = False, # open a `.pkl` model (a pickle can run code: only files you trust)
                    **kwargs):                # passed to `Cleaner`: vocab, max_n, size
-        "A `Cleaner` on every training and validation image of `data`, scored by `model`."
+        "A `Cleaner` on every training and validation image of `data`, scored by `model`, opening on the suspects of a label check."
         learn = model_learner(model, data, allow_pickle)
+        if order is None:  # out-of-fold confident learning on the cached features of the model's body: seconds
+            issues = find_label_issues(learn)
+            order = issues[issues.flagged]
         splits = (('Train', learn.dls.train_ds.items), ('Valid', learn.dls.valid_ds.items))
         interps = {s: Interpretation.from_items(learn, items, [Path(f).parent.name for f in items], source=s) for s, items in splits if len(items)}
         return cls(interps, data, order, **kwargs)
@@ -194,8 +199,12 @@ class Cleaner:
             for card, r in zip(self._pool, rows):
                 img, cap, dd, b = card.children
                 img.value = self._thumb(r.path)
-                how = f'loss {r.loss:.2f}' if np.isfinite(r.loss) else f'suspect #{int(r.rank) + 1}'
-                cap.value = f'<small>{html.escape(r.label)} → <b>{html.escape(r.pred)}</b>, {how}<br>{html.escape(Path(r.path).name)}</small>'
+                if self.dd_split.value == SUSPECTS:  # the check's suggestion and its probability of the given label
+                    p = f' ({r.p_label:.2f})' if np.isfinite(r.p_label) else ''
+                    cap.value = f'<small>{html.escape(r.label)} → <b>{html.escape(r.suggested)}</b>{p}, suspect #{int(r.rank) + 1}<br>{html.escape(Path(r.path).name)}</small>'
+                else:
+                    how = f'loss {r.loss:.2f}' if np.isfinite(r.loss) else f'suspect #{int(r.rank) + 1}'
+                    cap.value = f'<small>{html.escape(r.label)} → <b>{html.escape(r.pred)}</b>, {how}<br>{html.escape(Path(r.path).name)}</small>'
                 dd.value = self.choices.get(r.path, KEEP)
                 b.description, b.tooltip = f'→ {r.suggested}', r.suggested
                 b.layout.visibility = 'visible' if r.suggested != r.label and r.suggested in self.vocab else 'hidden'

@@ -11,28 +11,35 @@ from pathlib import Path
 import numpy as np, pandas as pd
 from fastcore.all import patch
 from matplotlib.figure import Figure
-from .core import ImgclsError, utc_now, write_atomic
-from .interpret import RANKINGS, Interpretation, thumbnail
+from .core import ImgclsError, image_files, open_rgb, utc_now, write_atomic
+from .learner import compute_features
+from .labels import find_label_issues
+from .ood import NONE_OF_THESE, DomainCheck, auroc, fpr_at
+from .inference import load_classifier
+from .interpret import RANKINGS, Interpretation, Plot, _refuse_pickle, thumbnail
 
 # %% auto #0
-__all__ = ['HOW_TO_READ', 'data_uri', 'report', 'cli_report']
+__all__ = ['HOW_TO_READ', 'MAX_SUSPECTS', 'data_uri', 'domain_check', 'report', 'cli_report']
 
 # %% ../nbs/15_report.ipynb #ad2f05b7
 def _r(x: float) -> float: return round(float(x), 4)
 
 @patch
 def to_dict(self: Interpretation) -> dict:
-    "The report's numbers as plain JSON-ready Python values."
+    "The report's numbers as plain JSON-ready Python values (with `label_issues` and `domain` once checked)."
     pc = self.per_class()
     unknown = {f: dict(n=int(len(g)), predicted={k: int(v) for k, v in g.predicted.value_counts().items()})
                for f, g in self.unknown.groupby('folder')} if len(self.unknown) else {}
+    checks = {}  # from `check_labels` and `check_domain`, below
+    if getattr(self, 'label_issues', None) is not None: checks['label_issues'] = _label_dict(self)
+    if getattr(self, 'domain', None) is not None: checks['domain'] = self.domain
     return dict(**{k: _r(v) if isinstance(v, float) else v for k, v in self.metrics().items()},
                 ece=_r(self.ece()), source=self.source, classes=self.vocab,
                 per_class={c: dict(precision=_r(r.precision), recall=_r(r.recall), f1=_r(r.f1), support=int(r.support)) for c, r in pc.iterrows()},
                 confusion_matrix=self.confusion_matrix().tolist(),
                 most_confused=[[a, b, int(n)] for a, b, n in self.most_confused()],
                 low_recall_classes=self.low_recall(), n_unknown=int(len(self.unknown)), unknown=unknown,
-                warnings=self.caveats())
+                warnings=self.caveats(), **checks)
 
 # %% ../nbs/15_report.ipynb #b0c07d38
 HOW_TO_READ = {
@@ -49,6 +56,11 @@ HOW_TO_READ = {
     'calibration': 'How often predictions made with a given confidence were right. Bars below the diagonal: over-confident; '
                    'above: under-confident. ECE is the average gap.',
     'unknown': 'Images in folders that are not classes of the model, with what the model calls them. They are not in the metrics.',
+    'mislabeled': 'Training and validation images whose folder looks wrong: each is judged by a probe (on the cached features) trained '
+                  'without it, and flagged when another class clearly wins (confident learning). Caption: given label → suggested label '
+                  '(probability of the given label), most suspicious first. Nothing was moved: fix them in the cleaner.',
+    'domain': 'How unlike the training images each image is: the cosine distance to its k-th nearest training image. Images above '
+              f'the threshold are called "{NONE_OF_THESE}"; the threshold was set to keep most validation images.',
 }
 
 def data_uri(obj, # a matplotlib `Figure`, or a PIL image
@@ -116,16 +128,147 @@ def to_html(self: Interpretation,
             s.append(f'<h3>{_esc(kind)}</h3><p class="how">{_esc(HOW_TO_READ[kind])}</p>'
                      + (_grid([self.items[i] for i in idxs], self.captions(idxs)) if idxs else '<p>(none)</p>'))
         s.append('</section>')
+    if getattr(self, 'label_issues', None) is not None: s.append(_label_html(self))  # see `check_labels`
     s.append(f'<section id="probabilities"><h2>Probabilities per class</h2><p class="how">{_esc(HOW_TO_READ["probabilities"])}</p>'
              f'<img alt="probability histograms" src="{data_uri(self.plot_probabilities())}"></section>')
     s.append(f'<section id="calibration"><h2>Calibration</h2><p class="how">{_esc(HOW_TO_READ["calibration"])}</p>'
              f'<img alt="reliability diagram" src="{data_uri(self.plot_calibration())}"></section>')
+    if getattr(self, 'domain', None) is not None: s.append(_domain_html(self))        # see `check_domain`
     if len(self.unknown):
         u = self.unknown.sort_values('probability', ascending=False).head(k)
         s.append(f'<section id="unknown"><h2>Images of unknown classes ({len(self.unknown)})</h2><p class="how">{_esc(HOW_TO_READ["unknown"])}</p>'
                  + _grid(list(u.file), [(f'{fo} (unknown)', p, pr, False) for fo, p, pr in zip(u.folder, u.predicted, u.probability)]) + '</section>')
     s.append('</body></html>')
     return write_atomic(path, '\n'.join(s))
+
+# %% ../nbs/15_report.ipynb #54ff8954
+MAX_SUSPECTS = 24  # suspects shown on the page and listed in the JSON (`imgcls mislabeled` lists them all)
+
+@patch
+def check_labels(self: Interpretation,
+                 k: int = 5,     # folds
+                 seed: int = 42, # for the folds
+                ) -> pd.DataFrame:
+    "Run `find_label_issues` on the training and validation images of the model's `Learner`; kept for `to_dict` and `to_html`."
+    if self.learn is None: raise ImgclsError('this Interpretation has no Learner to check the labels with: make it with `from_model`')
+    self.label_issues = find_label_issues(self.learn, k=k, seed=seed)
+    n = int(self.label_issues.flagged.sum())
+    note = f'{n} of the {len(self.label_issues)} training and validation images look mislabeled: see "Probably mislabeled" or the cleaner'
+    if n and note not in self.notes: self.notes.append(note)
+    return self.label_issues
+
+def _label_dict(interp: Interpretation) -> dict|None:
+    "The `label_issues` entry of `to_dict`: counts and the first `MAX_SUSPECTS` suspects, or None when not checked."
+    df = getattr(interp, 'label_issues', None)
+    if df is None: return None
+    sus = df[df.flagged]
+    return dict(n_images=len(df), n_flagged=len(sus), n_flagged_train=int((sus.split == 'train').sum()), n_flagged_valid=int((sus.split == 'valid').sum()),
+                suspects=[dict(path=r.path, label=r.label, suggested=r.suggested, p_label=_r(r.p_label), split=r.split, rank=int(r.rank))
+                          for r in sus.head(MAX_SUSPECTS).itertuples()])
+
+def _figure(f, img_alt: str, caption: str) -> str:
+    try: img = f'<img src="{data_uri(thumbnail(f), "jpeg")}" alt="{_esc(img_alt)}">'
+    except ImgclsError as e: img = f'<div>(cannot open: {_esc(e)})</div>'
+    return f'<figure class="wrong">{img}<figcaption>{caption}<small title="{_esc(f)}">{_esc(Path(f).name)}</small></figcaption></figure>'
+
+def _label_html(interp: Interpretation) -> str:
+    "The 'Probably mislabeled' section, or '' when the labels were not checked."
+    d = _label_dict(interp)
+    if d is None: return ''
+    s = (f'<section id="mislabeled"><h2>Probably mislabeled ({d["n_flagged"]} of {d["n_images"]})</h2><p class="how">{_esc(HOW_TO_READ["mislabeled"])}</p>'
+         f'<p>{d["n_flagged_train"]} training and {d["n_flagged_valid"]} validation images flagged.</p>')
+    if not d['suspects']: return s + '<p>(none: every image looks like its folder)</p></section>'
+    figs = [_figure(x['path'], Path(x['path']).name, f'{_esc(x["label"])} → <b class="p">{_esc(x["suggested"])}</b> ({x["p_label"]:.2f}), {x["split"]}')
+            for x in d['suspects']]
+    more = d['n_flagged'] - len(d['suspects'])
+    return s + '<div class="grid">' + ''.join(figs) + '</div>' + (f'<p>and {more} more: <code>imgcls mislabeled DATA</code> lists them all.</p>' if more > 0 else '') + '</section>'
+
+# %% ../nbs/15_report.ipynb #4e306659
+def domain_check(model, # a `Classifier` (from `load_classifier`), a model file, or anything with `extras` and `extra_config`
+                ) -> DomainCheck|None:
+    "The domain check (\"none of these\") saved with `model`, or None for a model saved without one."
+    if isinstance(model, DomainCheck): return model
+    if isinstance(model, (str, Path)): model = load_classifier(model)
+    for obj in (model, getattr(model, 'model', None)):
+        found = getattr(obj, 'domain', None)
+        if isinstance(found, DomainCheck): return found
+        tensors, config = getattr(obj, 'extras', None), getattr(obj, 'extra_config', None)
+        if tensors is None and config is None: continue
+        try: return DomainCheck.from_state(tensors or {}, config or {})
+        except ImgclsError as e:
+            if e.kind != 'missing': raise
+    return None
+
+def _no_check() -> ImgclsError:
+    return ImgclsError('the model has no domain check ("none of these"), so --ood has nothing to measure: train it again with this imgcls', 'missing')
+
+def _readable(f) -> bool:
+    try: open_rgb(f, draft=32); return True
+    except ImgclsError: return False
+
+def _scores(interp: Interpretation, check: DomainCheck, items: list) -> np.ndarray:
+    return check.score(compute_features(interp.learn, list(items))[0]) if len(items) else np.zeros(0, np.float32)
+
+@patch
+def check_domain(self: Interpretation,
+                 check: DomainCheck|None,  # the model's (see `domain_check`); None: the report says the model has none
+                 ood: Path|str|None = None, # a folder of images unrelated to the classes
+                ) -> dict:
+    "Domain scores of the model's validation images, and of the images in `ood`, against `check`; kept for `to_dict` and `to_html`."
+    if check is None:
+        if ood is not None: raise _no_check()
+        self.domain, self._domain_scores = dict(has_check=False), {}
+        return self.domain
+    if self.learn is None: raise ImgclsError('this Interpretation has no Learner to compute features with: make it with `from_model`')
+    t = check.threshold
+    v = _scores(self, check, self.learn.dls.valid_ds.items)
+    d = dict(has_check=True, k=check.k, threshold=_r(t), keep=check.info.get('keep'), n_refs=len(check.refs),
+             valid=dict(n=len(v), called_none=_r((v > t).mean()) if len(v) else None,
+                        **{f'p{q}': _r(np.percentile(v, q)) for q in (5, 50, 95) if len(v)}))
+    self._domain_scores = dict(valid=v)
+    if ood is not None:
+        ood = Path(ood)
+        found = image_files(ood) if ood.is_dir() else []
+        items = [f for f in found if _readable(f)]   # a folder of the user's: one broken file must not stop the report
+        if not items: raise ImgclsError(f'no readable images in the --ood folder {ood}', 'missing', path=str(ood))
+        o = _scores(self, check, items)
+        self._domain_scores['ood'] = o
+        d['ood'] = dict(folder=str(ood.absolute()), n=len(o), n_unreadable=len(found) - len(items), caught=_r((o > t).mean()),
+                        auroc=_r(auroc(v, o)) if len(v) else None, fpr_at_95=_r(fpr_at(v, o)) if len(v) else None)
+    self.domain = d
+    return d
+
+@patch
+def plot_domain(self: Interpretation, bins: int = 30, size: float = 4.0) -> Figure:
+    "Histogram of the domain scores of the validation images (and of the `ood` images), with the threshold."
+    s, d = getattr(self, '_domain_scores', {}), getattr(self, 'domain', None) or {}
+    if 'valid' not in s: raise ImgclsError('no domain scores: run `check_domain` with the model\'s check first')
+    fig = Plot(figsize=(size * 1.7, size * 0.9), layout='constrained')
+    ax = fig.subplots()
+    edges = np.histogram_bin_edges(np.concatenate([s['valid'], s.get('ood', [])]), bins)
+    ax.hist(s['valid'], bins=edges, alpha=.75, color='tab:blue', label=f"validation images ({len(s['valid'])})")
+    if 'ood' in s: ax.hist(s['ood'], bins=edges, alpha=.6, color='tab:red', label=f"{Path(d['ood']['folder']).name} ({len(s['ood'])})")
+    ax.axvline(d['threshold'], color='k', ls='--', lw=1, label=f"threshold {d['threshold']:.3f}: above, \"{NONE_OF_THESE}\"")
+    ax.set(xlabel=f"domain score (cosine distance to the {d['k']}th nearest training image)", ylabel='images')
+    fig.legend(loc='outside lower center', ncols=3, fontsize=7)
+    return fig
+
+def _domain_html(interp: Interpretation) -> str:
+    "The 'None of these' section, or '' when the domain was not checked."
+    d = getattr(interp, 'domain', None)
+    if d is None: return ''
+    s = f'<section id="domain"><h2>None of these</h2>'
+    if not d['has_check']:
+        return s + '<p>This model has no domain check: it was saved without one, so it names a class for every photo, however unlike the training images.</p></section>'
+    v = d['valid']
+    s += (f'<p class="how">{_esc(HOW_TO_READ["domain"])}</p><p>Threshold {d["threshold"]:.4f} (k = {d["k"]}, {d["n_refs"]} reference images): '
+          f'{v["called_none"]:.1%} of the {v["n"]} validation images are called "{NONE_OF_THESE}".</p>')
+    if 'ood' in d:
+        o = d['ood']
+        s += (f'<p id="ood">Unrelated images from {_esc(o["folder"])} ({o["n"]}): AUROC <b>{o["auroc"]:.3f}</b> against the validation images; '
+              f'<b>{o["caught"]:.1%}</b> caught (called "{NONE_OF_THESE}") at the model\'s threshold.'
+              + (f' {o["n_unreadable"]} unreadable file(s) left out.' if o['n_unreadable'] else '') + '</p>')
+    return s + f'<img id="domain-plot" alt="domain score histogram" src="{data_uri(interp.plot_domain())}"></section>'
 
 # %% ../nbs/15_report.ipynb #e964c465
 def report(model,                      # a safe model (.safetensors, .json or folder), a `.pkl` with `allow_pickle`, a `Classifier` or a `Learner`
@@ -134,10 +277,20 @@ def report(model,                      # a safe model (.safetensors, .json or fo
            out: Path|str = 'report.html', # the HTML file to write
            k: int = 12,                # images per grid
            allow_pickle: bool = False, # open a `.pkl` model (a pickle can run code: only files you trust)
+           ood: Path|str = None,       # a folder of images unrelated to the classes: how well the model's domain check tells them apart
+           labels: bool = True,        # look for mislabeled training and validation images (`check_labels`)
           ) -> dict:
-    "Interpret `model` on `data`'s validation split (or on `test`), write a self-contained HTML report, return its numbers."
-    interp = Interpretation.from_model(model, data, test, allow_pickle=allow_pickle)
+    "Interpret `model` on `data`'s validation split (or on `test`), check labels and domain, write a self-contained HTML report, return its numbers."
     name = Path(model).name if isinstance(model, (str, Path)) else 'model'
+    if isinstance(model, (str, Path)):
+        _refuse_pickle(Path(model), allow_pickle)
+        model = load_classifier(model, allow_pickle=allow_pickle)
+    check = domain_check(model)
+    if ood is not None and check is None: raise _no_check()   # before any work
+    if ood is not None and not Path(ood).is_dir(): raise ImgclsError(f'no such --ood folder: {ood}', 'missing', path=str(ood))
+    interp = Interpretation.from_model(model, data, test, allow_pickle=allow_pickle)
+    if labels: interp.check_labels()
+    interp.check_domain(check, ood)
     path = interp.to_html(out, f'imgcls report: {name} on {Path(test or data).name}', k)
     return dict(interp.to_dict(), report=str(Path(path).absolute()))
 
@@ -145,13 +298,18 @@ def cli_report(model: Path,              # the model: model.safetensors (or its 
                data: Path,               # the dataset folder it was trained on
                test: Path = None,        # a held-out folder of class folders to score instead of the validation split
                out: Path = Path('report.html'), # where to write the self-contained HTML report
+               ood: Path = None,         # a folder of unrelated images: AUROC and share caught by the model's "none of these" check
                json: bool = False,       # print the numbers as one JSON object on the last line
                trust_pickle: bool = False, # open a .pkl model: a pickle can run code, so only for files you trust
               ):
-    "Interpret a trained model: per-class metrics, confusion matrix, hardest images, calibration, as one HTML file."
-    r = report(model, data, test, out, allow_pickle=trust_pickle)
+    "Interpret a trained model: metrics, confusion matrix, hardest images, calibration, mislabeled images, \"none of these\", as one HTML file."
+    r = report(model, data, test, out, allow_pickle=trust_pickle, ood=ood)
     print(f"accuracy {r['accuracy']:.4f}  balanced accuracy {r['balanced_accuracy']:.4f}  macro F1 {r['macro_f1']:.4f}  "
           f"on {r['n_images']} images ({r['source']})")
     for w in r['warnings']: print(f'warning: {w}')
+    d = r['domain']
+    if not d['has_check']: print('none of these: the model has no domain check')
+    else: print(f"none of these: threshold {d['threshold']:.4f}, {d['valid']['called_none']:.1%} of the validation images above it")
+    if 'ood' in d: print(f"unrelated images ({d['ood']['n']}): AUROC {d['ood']['auroc']:.4f}, {d['ood']['caught']:.1%} caught at the threshold")
     print(f"report: {r['report']}")
     if json: print(jsonlib.dumps(r))

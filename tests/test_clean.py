@@ -1,9 +1,13 @@
-"""Cleaning: every move undoable byte for byte, the cleaner on a model in the safe format, and pickles refused unopened."""
-import pickle
+"""Cleaning: every move undoable byte for byte, the cleaner on a model in the safe format, opening on the suspects of the
+label check, and pickles refused unopened. The real-photo test skips, saying why, when `example_data('hymenoptera_data')` is None."""
+import pickle, shutil
 from pathlib import Path
 import pytest
-from imgcls.core import ImgclsError, image_files, make_toy_images, quarantine_dir
-from imgcls.clean import DELETE, SUSPECTS, Cleaner, apply_changes, read_log, undo
+from imgcls.core import ImgclsError, example_data, image_files, make_toy_images, quarantine_dir
+from imgcls.clean import ALL, DELETE, SUSPECTS, Cleaner, apply_changes, read_log, undo
+
+ANTS = example_data('hymenoptera_data')
+NO_ANTS = 'real photos absent: example_data("hymenoptera_data") is None (no shared/data/hymenoptera_data and no $IMGCLS_DATA)'
 
 
 def test_clean_undo_restores_bytes(tmp_path):
@@ -55,3 +59,30 @@ def test_cleaner_refuses_pickle_unopened(tmp_path):
     with pytest.raises(ImgclsError) as e: Cleaner.from_model(tmp_path/'model.pkl', data)
     assert (e.value.kind, marker.exists()) == ('unsafe', False), str(e.value)
     assert 'allow_pickle=True' in str(e.value), str(e.value)
+
+
+def test_cleaner_opens_on_label_check_suspects(tmp_path):
+    "5 training ants filed under bees: the cleaner opens on them (label check, no order given), moves nothing until a click, and undo restores every byte."
+    if ANTS is None: pytest.skip(NO_ANTS)
+    from imgcls.training import train
+    data = Path(shutil.copytree(ANTS, tmp_path/'data'))
+    moved = [str(Path(shutil.move(f, data/'train'/'bees'/f.name)).resolve()) for f in image_files(data/'train'/'ants')[:5]]
+    res = train(data, 'efficientnet_lite2', top_epochs=0, out=tmp_path/'model.safetensors', verbose=False)
+    before = {f: f.read_bytes() for f in image_files(data)}
+    c = Cleaner.from_model(res['model_path'], data, max_n=12)
+    assert ({f: f.read_bytes() for f in image_files(data)} == before, read_log(data)) == (True, [])   # opening moves nothing
+    assert (c.dd_split.value, c.dd_class.value, len(c.table)) == (SUSPECTS, ALL, res['n_train'] + res['n_valid'])
+    shown = c.shown()
+    on_screen = [(card, p) for card, p in zip(c.cards, shown.path) if p in moved]
+    assert len(on_screen) >= 4, f'{len(on_screen)} of the 5 moved ants among the first cards: {shown[["label", "suggested", "p_label"]]}'
+    assert {(card.children[3].description, card.children[3].layout.visibility) for card, _ in on_screen} == {('→ ants', 'visible')}
+    card, path = on_screen[0]
+    card.children[3].click()                                          # the one-click suggestion
+    c.dd_split.value = 'Valid'; c.dd_class.value = 'bees'; c.dd_split.value = SUSPECTS; c.dd_class.value = ALL
+    assert c.choices == {path: 'ants'}                                # kept across switches
+    assert {f: f.read_bytes() for f in image_files(data)} == before   # chosen, not applied: nothing moved yet
+    done = c.apply()
+    assert [(e['action'], e['new_label']) for e in done] == [('relabel', 'ants')]
+    assert Path(done[0]['dst']).read_bytes() == before[Path(path)] and not Path(path).exists()
+    c.undo()
+    assert {f: f.read_bytes() for f in image_files(data)} == before   # every file back, byte for byte

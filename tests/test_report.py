@@ -1,14 +1,20 @@
 """`imgcls report` on a model in the safe format, from the outside; the HTML report in headless Chromium; pickles refused unopened.
 
-The model is trained on a copy of the shared ants/bees set, with 8 validation photos per class held out as a test folder;
-the tests skip, saying why, when `example_data('hymenoptera_data')` is None. The pickle tests need no photos.
+The model is trained on a copy of the shared ants/bees set in which 5 training ants are filed under bees, with 8 validation
+photos per class held out as a test folder, and a domain check ("none of these") fitted on its features and saved in the
+model file (as `train` will); a copy is saved without one. Unrelated images: 40 flowers (scikit-image's sample photos
+without the shared flowers). The tests skip, saying why, when `example_data('hymenoptera_data')` is None. The pickle tests
+need no photos.
 """
 import json, pickle, shutil, subprocess, sys
 from pathlib import Path
 from types import SimpleNamespace
 import numpy as np, pytest
-from imgcls.core import ImgclsError, example_data, image_files, make_toy_images
-from imgcls.interpret import Interpretation
+from imgcls.core import ImgclsError, example_data, image_files, make_toy_images, quarantine_dir
+from imgcls.interpret import Interpretation, model_learner
+from imgcls.learner import _labels, compute_features
+from imgcls.modelfile import save_safe
+from imgcls.ood import fit_domain, unrelated_photos
 from imgcls.report import report
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -57,9 +63,27 @@ def evil_pickle(folder: Path) -> tuple:
     return f, marker
 
 
+def add_domain_check(model: Path, data: Path) -> Path:
+    "Until `train` saves one: fit a domain check on the model's own features and save it in the model file."
+    learn = model_learner(model, data)
+    feats = lambda items: compute_features(learn, items)[0]
+    check = fit_domain(feats(learn.dls.train_ds.items), feats(learn.dls.valid_ds.items), labels=_labels(learn.dls.train_ds))
+    return save_safe(learn.model, model, *check.state())
+
+
+def unrelated_folder(dest: Path) -> Path:
+    "40 flower photos (scikit-image's sample photos without the shared data) copied into `dest`."
+    flowers = example_data('flowers')
+    try: photos = image_files(flowers)[::100][:40] if flowers else unrelated_photos()
+    except ImgclsError as e: pytest.skip(f'no unrelated photos: no shared flowers and {e}')
+    dest.mkdir()
+    for f in photos: shutil.copy(f, dest/f.name)
+    return dest
+
+
 @pytest.fixture(scope='module')
 def ants(tmp_path_factory):
-    "A safe model trained on a copy of ants/bees, a held-out test folder (8 per class + an unknown class) and the report's JSON."
+    "A safe model (with a domain check) trained on a noisy copy of ants/bees, a held-out test folder (8 per class + an unknown class), unrelated photos, and the report's JSON with --ood."
     if ANTS is None: pytest.skip(NO_ANTS)
     from imgcls.training import train
     root = tmp_path_factory.mktemp('ants')
@@ -69,10 +93,15 @@ def ants(tmp_path_factory):
         for f in image_files(data/'val'/c)[-8:]: shutil.move(f, test/c/f.name)
     (test/'wasp').mkdir()
     for f in image_files(make_toy_images(root/'toy', 4, classes=('circle',))): shutil.copy(f, test/'wasp'/f.name)
+    moved = [Path(shutil.move(f, data/'train'/'bees'/f.name)) for f in image_files(data/'train'/'ants')[:5]]   # filed under the wrong class
     res = train(data, 'efficientnet_lite2', top_epochs=0, out=root/'model.safetensors', verbose=False)
+    model = Path(res['model_path'])
+    plain = save_safe(model_learner(model, data).model, root/'plain.safetensors')   # the same model, without a domain check
+    add_domain_check(model, data)
+    ood = unrelated_folder(root/'unrelated')
     out = root/'report.html'
-    r = last_json(imgcls('report', res['model_path'], data, '--out', out, '--json'))
-    return SimpleNamespace(root=root, data=data, test=test, model=Path(res['model_path']), res=res, json=r, html=out)
+    r = last_json(imgcls('report', model, data, '--out', out, '--ood', ood, '--json'))
+    return SimpleNamespace(root=root, data=data, test=test, model=model, plain=plain, ood=ood, moved=moved, res=res, json=r, html=out)
 
 
 def test_report_cli_safe_model(ants):
@@ -176,3 +205,42 @@ def test_trusted_pickle_reports_without_warning_text(ants, tmp_path):
     r = imgcls('report', res['model_path'], ants.data, '--out', tmp_path/'r.html', '--json', '--trust-pickle')
     assert last_json(r)['confusion_matrix'] == ants.json['confusion_matrix']
     assert 'pickle' not in r.stderr.lower() and 'Warning' not in r.stderr, r.stderr
+
+
+def test_report_lists_the_mislabeled(ants):
+    "The 5 ants filed under bees are (mostly) in `label_issues`, suggested back to ants, shown on the page; nothing moved."
+    li = ants.json['label_issues']
+    assert {'n_images', 'n_flagged', 'n_flagged_train', 'n_flagged_valid', 'suspects'} <= set(li), li.keys()
+    assert li['n_images'] == ants.res['n_train'] + ants.res['n_valid']                  # train and validation
+    moved = {str(f) for f in ants.moved}
+    found = [s for s in li['suspects'] if s['path'] in moved]
+    assert len(found) >= 4, f"{len(found)} of the 5 moved ants among the suspects: {li['suspects']}"
+    assert {(s['label'], s['suggested']) for s in found} == {('bees', 'ants')}
+    assert [s['rank'] for s in li['suspects']] == sorted(s['rank'] for s in li['suspects'])   # most suspicious first
+    page = ants.html.read_text()
+    assert page.count('<section id="mislabeled">') == 1
+    assert all(Path(s['path']).name in page for s in found)
+    assert all(f.exists() for f in ants.moved) and not quarantine_dir(ants.data).exists()    # the report moves nothing
+
+
+def test_report_ood_cli(ants):
+    "`imgcls report MODEL DATA --ood FOLDER --json`: the domain check's AUROC and share caught, in the JSON and the HTML."
+    d = ants.json['domain']
+    assert d['has_check'] is True and {'threshold', 'k', 'keep', 'n_refs', 'valid', 'ood'} <= set(d), d
+    assert d['valid']['n'] == ants.res['n_valid'] and d['valid']['called_none'] <= 0.1, d['valid']
+    o = d['ood']
+    assert o['n'] == len(image_files(ants.ood)) and Path(o['folder']) == ants.ood.absolute()
+    assert o['auroc'] >= 0.95, o
+    assert o['caught'] >= 0.8, o                                     # the model's own threshold
+    page = ants.html.read_text()
+    assert [page.count(x) for x in ('<section id="domain">', 'id="domain-plot"', '<p id="ood">')] == [1, 1, 1]
+
+
+def test_model_without_domain_check(ants, tmp_path, capsys):
+    "Saved without a check: the page says so; --ood is a one-line error before anything is written."
+    r = report(ants.plain, ants.data, out=tmp_path/'plain.html', labels=False)
+    assert r['domain'] == {'has_check': False} and 'label_issues' not in r
+    assert (tmp_path/'plain.html').read_text().count('This model has no domain check') == 1
+    rc, out, err = imgcls_here(capsys, 'report', ants.plain, ants.data, '--ood', ants.ood, '--out', tmp_path/'r.html')
+    one_line_error(rc, err, 'no domain check')
+    assert not (tmp_path/'r.html').exists()
