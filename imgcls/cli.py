@@ -20,6 +20,7 @@ COMMANDS = dict(
     predict='imgcls.inference:cli_predict',
     app='imgcls.app:cli_app',
     report='imgcls.report:cli_report',
+    share='imgcls.space:cli_share',
     new='imgcls.cli:cli_new',
 )
 ALIASES = {'--from': '--source'}  # option names that are Python keywords
