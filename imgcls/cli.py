@@ -21,8 +21,10 @@ COMMANDS = dict(
     app='imgcls.app:cli_app',
     report='imgcls.report:cli_report',
     new='imgcls.project:cli_new',
+    mislabeled='imgcls.labels:cli_mislabeled',
+    share='imgcls.space:cli_share',
 )
-ALIASES = {'--from': '--source'}  # option names that are Python keywords
+ALIASES = {'--from': '--source', '--no-domain-check': '--no_domain_check'}  # option names that are Python keywords, or read better with dashes
 
 def command(verb: str):
     "The function behind `imgcls <verb>`."
