@@ -24,7 +24,7 @@ COMMANDS = dict(
     mislabeled='imgcls.labels:cli_mislabeled',
     share='imgcls.space:cli_share',
 )
-ALIASES = {'--from': '--source', '--no-domain-check': '--no_domain_check'}  # option names that are Python keywords, or read better with dashes
+ALIASES = {'--from': '--source'}  # option names that are Python keywords
 
 def command(verb: str):
     "The function behind `imgcls <verb>`."

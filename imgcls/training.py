@@ -185,7 +185,7 @@ def cli_train(data: Path,                # folder of class folders (or train/ an
               out: Path = Path('model.safetensors'), # where to write the model: x.safetensors or a folder (safe format, with its .json), or x.pkl (fastai export, a pickle)
               classic: bool = False,     # use fastai's fine_tune instead of the fast cached-feature head
               top_epochs: int = None,    # fast method: epochs fine-tuning the top of the backbone (default: 8 if the probe cross-validates under 90%, else 0)
-              no_domain_check: bool = False, # (--no-domain-check) do not save the check that calls unlike images "none of these"
+              no_domain_check: bool = False, # do not save the check that calls unlike images "none of these"
               json: bool = False,        # print a JSON summary as the last line
              ):
     "Train an image classifier on a folder of images."
