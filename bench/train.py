@@ -55,15 +55,18 @@ def fastai_recipe(path: Path, epochs: int, mean, std, bs: int = 64, valid_pct: f
 @contextmanager
 def timed_feature_passes():
     "Record `(n_images, n_computed, seconds)` of every `compute_features` call that imgcls's `train` makes."
+    import imgcls.crossval, imgcls.labels
     calls, orig = [], imgcls.learner.compute_features
+    mods = (imgcls.learner, imgcls.crossval, imgcls.labels, imgcls.training)   # each imported it by name
     def timed(*args, **kwargs):
         t0 = time.perf_counter()
         X, n = orig(*args, **kwargs)
         calls.append((len(X), n, time.perf_counter() - t0))
         return X, n
-    imgcls.learner.compute_features = timed
+    for m in mods: m.compute_features = timed
     try: yield calls
-    finally: imgcls.learner.compute_features = orig
+    finally:
+        for m in mods: m.compute_features = orig
 
 def imgcls_default(path: Path, work: Path) -> dict:
     "`imgcls.training.train(path, out=...)` with default settings: wall seconds, accuracy, time in feature passes."
@@ -192,7 +195,7 @@ def write_results(out: Path, args, results: dict, tp: dict, convert_s: float, cu
              "fastai's default DataLoader workers; `get_items=imgcls.data.dataset_items` (sorted files, so that "
              "`RandomSplitter(0.2, seed=42)` draws imgcls's split); `learn.fine_tune(N)` = 1 frozen + N unfrozen epochs; "
              "accuracy from `learn.validate()`. It trains at 224 px, the fastbook size; imgcls uses the backbone's 260 px.",
-             "- imgcls: `imgcls.training.train(path, out=...)`, all defaults (20 head epochs on cached features; when the head alone scores under 90%, 8 epochs fine-tuning the top of the backbone on cached feature maps; export included), "
+             "- imgcls: `imgcls.training.train(path, out=...)`, all defaults (5-fold CV of the probe on the training features; 20 head epochs on cached features; the label check; when the probe cross-validates under 90%, 8 epochs fine-tuning the top of the backbone on cached feature maps of 4 of the 5 folds, kept when it beats the probe on the fifth; the domain check; export included), "
              "first with the feature cache empty (cold), then again (warm).",
              "- All timings in this one process (imports excluded), order: forward throughput, then per dataset imgcls cold, imgcls warm, "
              "fastai. Image files are read once beforehand so both start with the OS page cache warm.",
@@ -221,23 +224,24 @@ def link_pooled(src: Path, dest: Path, lo: int|None = None, hi: int|None = None,
     return dest
 
 def imgcls_seed(path: Path, seed: int) -> dict:
-    "imgcls's default `train` on one split seed, plus the cross-validated probe on the training images and the probe's scores on validation."
+    "imgcls's default `train` on one split seed (its `cv_accuracy` ± `cv_std` estimate the saved recipe), plus the probe's own CV and its scores on validation."
     from imgcls.crossval import cross_validate_learner, fit_probe, set_head
     from imgcls.learner import _labels, compute_features
     t0 = time.perf_counter()
-    res = imgcls.learner.train(path, seed=seed, out=None, verbose=False)
+    res = imgcls.training.train(path, seed=seed, out=None, verbose=False)
     seconds = time.perf_counter() - t0
     dls = image_dataloaders(path, seed=seed, check=False, num_workers=0)
     learn = image_learner(dls, seed=seed)
     t0 = time.perf_counter()
-    cv = cross_validate_learner(learn, seed=seed)   # warm cache: `train` just computed these features
+    cv = cross_validate_learner(learn, seed=seed)   # warm cache: `train` just computed these features; timed again here
     cv_s = time.perf_counter() - t0
     Xv, _ = compute_features(learn, dls.valid.items); yv = _labels(dls.valid_ds).numpy()
     probe = fit_probe(cv['X'], _labels(dls.train_ds).numpy(), cv['C'], dls.c)
     set_head(learn.model, probe, cv['X'])
     with torch.inference_mode(): folded = float((learn.model.head.eval()(Xv).argmax(1).numpy() == yv).mean())
-    return dict(seconds=seconds, acc=res['valid_accuracy'], head=res['head_accuracy'], top=res['top_epochs'], n_train=res['n_train'],
-                n_valid=res['n_valid'], cv=cv['cv_accuracy'], cv_std=cv['cv_std'], C=cv['C'], cv_seconds=cv_s,
+    return dict(seconds=seconds, acc=res['valid_accuracy'], head=res['head_accuracy'], top=res['top_epochs'], kept=res['top_kept'],
+                holdout=res['holdout'], n_train=res['n_train'], n_valid=res['n_valid'], cv=res['cv_accuracy'], cv_std=res['cv_std'],
+                probe_cv=cv['cv_accuracy'], C=cv['C'], cv_seconds=cv_s, label_issues=res['label_issues'],
                 probe=float((probe.probs(Xv).argmax(1) == yv).mean()), folded=folded)
 
 def seeds_main(args):
@@ -247,9 +251,13 @@ def seeds_main(args):
     lines = [f"# Repeated splits: imgcls vs fastai over seeds {args.seeds}", '',
              f"{datetime.datetime.now().astimezone():%Y-%m-%d %H:%M %Z}. Command: `{' '.join(['python', *sys.argv])}`", '', *machine(), '',
              'Each data set is pooled into class folders (symbolic links), so each seed draws its own 20% validation split. '
-             '`cv` = 5-fold cross-validated accuracy of the L2-normalised logistic-regression probe on the training images (`imgcls.crossval`), '
-             '± `cv_std` (std over folds); `probe` / `folded` = that probe, and the probe copied into the model head (`set_head`), on validation. '
-             '`within 2 std` = |valid - cv| <= 2 cv_std.', '']
+             "`cv ± cv_std` = train's `cv_accuracy` ± `cv_std`: the 5-fold cross-validated accuracy of the L2-normalised logistic-regression probe on the training images "
+             "(± the std over folds), or, when the fine-tuned top is kept, its accuracy on the held-out fold of the training images (± its binomial standard error). "
+             '`top` = epochs of `fit_top` (run when the probe cross-validates under 90%), `kept` = whether it beat the probe on the held-out fold (head / top accuracy there). '
+             '`probe cv` = the probe\'s own CV; `probe` / `folded` = that probe, and the probe copied into the model head (`set_head`), on validation. '
+             '`cv s` = the cross-validation alone, on a warm cache. `within 2 std` = |valid - cv| <= 2 cv_std.', '']
+    within = lambda r: abs(r['acc'] - r['cv']) <= 2 * r['cv_std']
+    n_within = [0, 0]
     try:
         for name, src in sets:
             if src is None: sys.exit(f'data set {name!r} not found')
@@ -265,16 +273,20 @@ def seeds_main(args):
                     r |= dict(fastai=fa['acc'], fastai_s=fa['seconds'])
                 rows.append((seed, r)); print(r, flush=True)
             lines += [f"## {name}{sub}: {rows[0][1]['n_train']} train / {rows[0][1]['n_valid']} validation", '',
-                      '| seed | imgcls valid | head alone | top epochs | s | cv ± cv_std | C | cv s | within 2 std | probe valid | folded head valid | fastai valid | fastai s |',
-                      '|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|---:|']
+                      '| seed | imgcls valid | head alone | top | kept (held-out head / top) | s | cv ± cv_std | within 2 std | probe cv | C | cv s | mislabeled | probe valid | folded head valid | fastai valid | fastai s |',
+                      '|---:|---:|---:|---:|---|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|']
             for seed, r in rows:
-                lines.append(f"| {seed} | {r['acc']:.4f} | {r['head']:.4f} | {r['top']} | {r['seconds']:.0f} | {r['cv']:.4f} ± {r['cv_std']:.4f} | {r['C']:g} | "
-                             f"{r['cv_seconds']:.1f} | {'yes' if abs(r['acc'] - r['cv']) <= 2 * r['cv_std'] else 'NO'} | {r['probe']:.4f} | {r['folded']:.4f} | "
-                             f"{r.get('fastai', float('nan')):.4f} | {r.get('fastai_s', float('nan')):.0f} |")
+                ho = f" ({r['holdout']['head']:.4f} / {r['holdout']['top']:.4f})" if r['holdout'] else ''
+                lines.append(f"| {seed} | {r['acc']:.4f} | {r['head']:.4f} | {r['top']} | {'yes' if r['kept'] else 'no'}{ho} | {r['seconds']:.0f} | "
+                             f"{r['cv']:.4f} ± {r['cv_std']:.4f} | {'yes' if within(r) else 'NO'} | {r['probe_cv']:.4f} | {r['C']:g} | {r['cv_seconds']:.1f} | "
+                             f"{r['label_issues']} | {r['probe']:.4f} | {r['folded']:.4f} | {r.get('fastai', float('nan')):.4f} | {r.get('fastai_s', float('nan')):.0f} |")
+                n_within[0] += within(r); n_within[1] += 1
             ms = lambda k: f"{np.mean([r[k] for _, r in rows]):.4f} ± {np.std([r[k] for _, r in rows], ddof=1) if len(rows) > 1 else 0:.4f}"
             lines += ['', f"mean ± std over seeds: imgcls {ms('acc')}, head alone {ms('head')}, cv {ms('cv')}, probe {ms('probe')}, folded head {ms('folded')}"
-                      + ('' if args.no_fastai else f", fastai {ms('fastai')}"), '']
+                      + ('' if args.no_fastai else f", fastai {ms('fastai')}")
+                      + f"; default minus head alone, worst seed: {min(r['acc'] - r['head'] for _, r in rows):+.4f}", '']
     finally: shutil.rmtree(work, ignore_errors=True)
+    lines += [f"valid within 2 cv_std of cv_accuracy: {n_within[0]} of {n_within[1]} (data set, seed) runs", '']
     text = '\n'.join(lines) + '\n'
     args.out.write_text(text); print(text)
 

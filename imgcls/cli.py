@@ -21,6 +21,7 @@ COMMANDS = dict(
     app='imgcls.app:cli_app',
     report='imgcls.report:cli_report',
     new='imgcls.project:cli_new',
+    mislabeled='imgcls.labels:cli_mislabeled',
     share='imgcls.space:cli_share',
 )
 ALIASES = {'--from': '--source'}  # option names that are Python keywords

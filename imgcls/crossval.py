@@ -112,7 +112,7 @@ def cross_validate(X,               # one feature row per training image
                    Xf = None,       # features of the mirrored images: also try mirror-averaged features
                    n_classes: int|None = None, # default: `max(y) + 1`
                   ) -> dict:
-    "Choose `C` (and mirror averaging) by stratified K-fold CV; `cv_accuracy`, `cv_std`, out-of-fold `probs` of the choice."
+    "Choose `C` (and mirror averaging) by stratified K-fold CV; `cv_accuracy`, `cv_std`, out-of-fold `probs` of the choice, the `folds`."
     y = np.asarray(y); c = n_classes or int(y.max()) + 1
     folds = _folds(y, k, seed)
     variants = {False: normalize(X)} | ({} if Xf is None else {True: _mirror(X, Xf)})
@@ -126,7 +126,7 @@ def cross_validate(X,               # one feature row per training image
             if best is None or accs.mean() > best['cv_accuracy']:
                 best = dict(C=C, mirror=mirror, cv_accuracy=float(accs.mean()), cv_std=float(accs.std(ddof=1)),
                             fold_accuracies=accs.round(4).tolist(), probs=P)
-    return best | dict(k=len(folds), grid=grid)
+    return best | dict(k=len(folds), grid=grid, folds=folds)
 
 # %% ../nbs/09_crossval.ipynb #c9a1f95e
 def cross_validate_learner(learn: Learner,  # from `image_learner`; its training images are cross-validated

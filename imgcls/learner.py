@@ -6,7 +6,7 @@ Docs: https://imgcls.github.io/imgcls/learner.html.md"""
 
 # %% ../nbs/08_learner.ipynb #ea0d0a25
 from __future__ import annotations
-import hashlib, io, sys
+import io, sys
 from contextlib import contextmanager
 from pathlib import Path
 import numpy as np, torch
@@ -16,12 +16,13 @@ from fastprogress.fastprogress import progress_bar, IN_NOTEBOOK
 from .core import ImgclsError, file_sha256, write_atomic
 from .models import DEFAULT_ARCH, cache_dir, create_model, model_splitter
 from .data import Presize
+from .runtime import frozen_forward, weights_fingerprint  # the feature cache's key: same as the ONNX export's
 from fastai.vision.all import (Learner, DataLoaders, Callback, CrossEntropyLossFlat, LabelSmoothingCrossEntropyFlat,
                                accuracy, error_rate, params, set_seed)
 
 # %% auto #0
-__all__ = ['input_size', 'image_learner', 'show_bars', 'epoch_table', 'weights_fingerprint', 'forward_batches',
-           'compute_features', 'fit_head', 'split_body', 'compute_maps', 'FlipMaps', 'fit_top']
+__all__ = ['input_size', 'image_learner', 'show_bars', 'epoch_table', 'forward_batches', 'compute_features', 'fit_head',
+           'split_body', 'compute_maps', 'FlipMaps', 'fit_top', 'pooled_from_maps']
 
 # %% ../nbs/08_learner.ipynb #be6262d3
 def _presize_tfm(dls: DataLoaders) -> Presize:
@@ -70,12 +71,6 @@ def epoch_table(learn: Learner):
     finally: learn.logger = old_logger
 
 # %% ../nbs/08_learner.ipynb #c45fe9f5
-def weights_fingerprint(module: torch.nn.Module) -> str:
-    "Short hash of `module`'s parameters and buffers: changes whenever its weights do."
-    h = hashlib.sha256()
-    for k, v in module.state_dict().items(): h.update(k.encode()); h.update(v.detach().cpu().contiguous().numpy().tobytes())
-    return h.hexdigest()[:16]
-
 def _save_npy(path: Path, a: np.ndarray):
     buf = io.BytesIO(); np.save(buf, a); write_atomic(path, buf.getvalue())
 
@@ -84,16 +79,18 @@ def forward_batches(learn: Learner,     # its `dls` prepares the images
                     items: list,         # image files
                     flip: bool = False,  # run on the horizontally flipped images instead
                     bs: int = 32,        # images per forward pass
+                    name: str|None = None, # a frozen `module`'s name, e.g. 'efficientnet_lite2-body': run it on ONNX Runtime where it can (`frozen_forward`)
                    ):
     "Yield `module`'s output (float32, on the CPU) for each batch of `items`, prepared as for validation."
     if not len(items): return
     module.eval()
+    fwd = module if name is None else frozen_forward(module, learn.model.config['size'], name)
     with torch.inference_mode():
         for (xb,) in progress_bar(learn.dls.test_dl(items, bs=bs), leave=False, display=show_bars()):
             xb = xb.as_subclass(torch.Tensor)
             if flip: xb = xb.flip(3)
             with torch.autocast('cuda', enabled=xb.is_cuda):
-                yield module(xb.contiguous(memory_format=torch.channels_last)).float().cpu()
+                yield fwd(xb.contiguous(memory_format=torch.channels_last)).float().cpu()
 
 def compute_features(learn: Learner,      # its body computes the features, its `dls` prepares the images
                      items: list,         # image files
@@ -110,7 +107,7 @@ def compute_features(learn: Learner,      # its body computes the features, its 
     paths = [folder/h[:2]/f'{h}.npy' if h else None for h in hashes]
     todo = [i for i, p in enumerate(paths) if not (p and p.exists())]
     feats, pending = {}, iter(todo)
-    for out in forward_batches(learn, body, [items[i] for i in todo], flip=flip, bs=bs):
+    for out in forward_batches(learn, body, [items[i] for i in todo], flip=flip, bs=bs, name=f"{cfg['arch']}-body"):
         for f in out.numpy():  # saved batch by batch, so an interrupted run keeps what it computed
             i = next(pending); feats[i] = f
             if cache: _save_npy(paths[i], f)
@@ -174,7 +171,8 @@ def compute_maps(learn: Learner,            # its `dls` prepares the images
                  bs: int = 32,              # images per forward pass
                 ) -> torch.Tensor:
     "The `bottom` layers' output maps for every image in `items`, in memory."
-    return torch.cat([out.to(dtype) for out in forward_batches(learn, bottom, items, bs=bs)])
+    name = f"{learn.model.config['arch']}-bottom"  # frozen: ONNX Runtime where it exports (the cache file name also holds its weights' hash)
+    return torch.cat([out.to(dtype) for out in forward_batches(learn, bottom, items, bs=bs, name=name)])
 
 # %% ../nbs/08_learner.ipynb #7ecf828b
 class FlipMaps(Callback):
@@ -193,17 +191,32 @@ def fit_top(learn: Learner,        # from `image_learner` (its head is replaced 
             n_top: int = 1,        # how many of the body's last stages of blocks to fine-tune
             bs: int = 32,          # batch size
             seed: int|None = None, # seed the shuffling and the flips
+            split: tuple|None = None, # `(fit, held_out)` index arrays into the training images: train on the first, score on the second (not on the validation images)
            ) -> Learner:
-    "Fine-tune the top of `learn`'s body, with its head, on cached bottom maps; return the small Learner that did it."
+    "Fine-tune the top of `learn`'s body, with its head, on cached bottom maps; return the small Learner that did it (`.maps`: train and valid maps)."
     dls = learn.dls
     bottom, top = split_body(learn.model.body, n_top)
     Mt = compute_maps(learn, bottom, dls.train.items, torch.float16)
     Mv = compute_maps(learn, bottom, dls.valid.items)
+    yt = _labels(dls.train_ds)
+    if split is None: tdls = _tensor_dls(dls, Mt, Mv, bs)
+    else:
+        fit, held = (torch.as_tensor(np.asarray(i)) for i in split)
+        tdls = DataLoaders.from_dsets(TensorDataset(Mt[fit], yt[fit]), TensorDataset(Mt[held].float(), yt[held]), bs=bs, drop_last=False, device=dls.device)
     if seed is not None: set_seed(seed)
     learn.model.head[1].reset_parameters()  # a fresh head: a converged one leaves the top almost no gradient to learn from
-    top_learn = Learner(_tensor_dls(dls, Mt, Mv, bs), torch.nn.Sequential(top, learn.model.head), loss_func=LabelSmoothingCrossEntropyFlat(),
+    top_learn = Learner(tdls, torch.nn.Sequential(top, learn.model.head), loss_func=LabelSmoothingCrossEntropyFlat(),
                         metrics=learn.metrics, wd=wd, cbs=FlipMaps(), splitter=lambda m: [params(m[0]), params(m[1])])
     top_learn.unfreeze()  # `image_learner` froze the whole body
     with epoch_table(top_learn): top_learn.fit_one_cycle(epochs, slice(lr, 10*lr))  # the new head learns 10x faster than the pretrained top
     learn.freeze(); learn.model.eval()
+    top_learn.maps = dict(train=Mt, valid=Mv)
     return top_learn
+
+def pooled_from_maps(top: torch.nn.Module, # the (fine-tuned) top from `split_body`
+                     maps: torch.Tensor,   # bottom maps from `compute_maps`
+                     bs: int = 64,         # maps per pass
+                    ) -> torch.Tensor:
+    "The body's pooled features of the images whose bottom `maps` are given: the fine-tuned features, without a second pass through the bottom."
+    dev = next(top.parameters()).device
+    with torch.inference_mode(): return torch.cat([top.eval()(m.to(dev).float()).float().cpu() for m in maps.split(bs)])

@@ -6,19 +6,38 @@ Docs: https://imgcls.github.io/imgcls/project.html.md"""
 
 # %% ../nbs/19_project.ipynb #930f5214
 from __future__ import annotations
-import hashlib, json as jsonlib
+import csv, hashlib, json as jsonlib, shutil
 from contextlib import contextmanager
 from pathlib import Path
-from .core import ImgclsError, write_atomic
+from .core import ImgclsError, write_atomic, image_files
 from .models import DEFAULT_ARCH
 from .dataset import build_dataset, parse_classes
 from .modelfile import safe_paths
-from .data import dataset_items
-from .training import train
+from .data import dataset_items, image_dataloaders
+from .training import train, summary
 from .report import report   # 15_report (the interpret split, issue 12)
 
 # %% auto #0
-__all__ = ['new_project', 'cli_new']
+__all__ = ['EXAMPLES', 'N_EXAMPLES', 'copy_examples', 'new_project', 'cli_new']
+
+# %% ../nbs/19_project.ipynb #ca0b7e8e
+EXAMPLES, N_EXAMPLES = 'examples', 6  # the folder beside the model whose images the app offers (`imgcls.app.EXAMPLES_DIR`), and how many
+
+def copy_examples(data: Path|str,       # the data set the model was trained on
+                  dest: Path|str,       # the examples folder to fill, e.g. beside the model
+                  arch: str = DEFAULT_ARCH, # the model's backbone (the split depends only on the seed, but the DataLoaders need one)
+                  n: int = N_EXAMPLES,  # how many images
+                  seed: int = 42,       # the split seed `train` used
+                  skip = (),            # paths not to use (e.g. the images that look mislabeled)
+                 ) -> list:
+    "Copy `n` validation images (never training ones), taking the classes in turn, into `dest` for the app to offer; return the copies."
+    dls = image_dataloaders(data, arch, seed=seed, check=False, num_workers=0)
+    skip, by_class = set(map(str, skip)), {}
+    for f in dls.valid.items:
+        if str(f) not in skip: by_class.setdefault(f.parent.name, []).append(f)
+    picks = [fs[i] for i in range(max(map(len, by_class.values()), default=0)) for fs in by_class.values() if i < len(fs)][:n]
+    dest = Path(dest); dest.mkdir(parents=True, exist_ok=True)
+    return [Path(shutil.copy2(f, dest/f'{f.parent.name}_{f.name}')) for f in picks]
 
 # %% ../nbs/19_project.ipynb #3c55a3e2
 def _fingerprint(files) -> str:
@@ -62,14 +81,19 @@ def new_project(name: Path|str,          # project folder to create or resume
             res = train(data, arch, epochs, out=safe)
             key['files'] = _fingerprint(dataset_items(data))  # after train's quarantine
             write_atomic(state_file, jsonlib.dumps(dict(trained=key, result=res), indent=1))
-            print(f"validation accuracy {res['valid_accuracy']:.4f} on {res['n_valid']} images in {res['seconds']:.0f} s; "
-                  f"wrote {safe.name} and {safe.with_suffix('.json').name} (safe to share)")
+            print(f"wrote {safe.name} and {safe.with_suffix('.json').name} (safe to share)")
+        print(summary(res))
+        ex = root/EXAMPLES
+        if not (ex.is_dir() and image_files(ex)):  # validation images for the app to offer, none that looks mislabeled
+            f = res.get('label_issues_file')
+            skip = [r['path'] for r in csv.DictReader(open(f))] if f and Path(f).exists() else []
+            copy_examples(data, ex, arch, skip=skip, seed=res.get('seed', 42))
     with _step(3, 3, 'report', f'The model is saved; run `imgcls report {safe} {data}` to retry'):
         report(safe, data, out=root/'report.html')
         print(f'wrote {root/"report.html"}')
-    app = f'imgcls app {safe}'
-    print(f'next: {app}')
-    return dict(res, data=str(data), model=str(safe), report=str(root/'report.html'), app=app)
+    app, share = f'imgcls app {safe}', f'imgcls share {safe} {root/"space"}'
+    print(f'next: {app}\n  or share it as a Space folder: {share}')
+    return dict(res, data=str(data), model=str(safe), report=str(root/'report.html'), examples=str(ex), app=app, share=share)
 
 # %% ../nbs/19_project.ipynb #0cdeb791
 def cli_new(name: Path,             # project folder to create or resume

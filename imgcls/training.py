@@ -6,21 +6,25 @@ Docs: https://imgcls.github.io/imgcls/train.html.md"""
 
 # %% ../nbs/12_train.ipynb #96741175
 from __future__ import annotations
-import json as jsonlib, time
+import copy, json as jsonlib, math, time
 from contextlib import nullcontext
 from pathlib import Path
-from .core import ImgclsError, quarantine_dir, verify_images
+import numpy as np, torch
+from .core import ImgclsError, quarantine_dir, verify_images, write_atomic
 from .models import DEFAULT_ARCH
 from .modelfile import save_safe, safe_paths
 from .data import check_labels, image_dataloaders
-from .learner import image_learner, show_bars, epoch_table, fit_head, fit_top, split_body
+from .learner import image_learner, show_bars, epoch_table, compute_features, fit_head, fit_top, split_body, pooled_from_maps, _labels
+from .crossval import TOP_WHEN_BELOW, cross_validate_learner, needs_top
+from .labels import find_label_issues
+from .ood import fit_domain
 from fastai.vision.all import Learner, accuracy, set_seed
 
 # %% auto #0
-__all__ = ['TOP_WHEN_BELOW', 'train', 'cli_train']
+__all__ = ['LABEL_ISSUES', 'train', 'summary', 'cli_train']
 
 # %% ../nbs/12_train.ipynb #9fae82c1
-TOP_WHEN_BELOW = 0.9  # the default fine-tunes the top of the backbone when the head alone scores under this
+LABEL_ISSUES = 'label_issues.csv'  # beside the model: the images that look mislabeled, most suspicious first
 
 def _valid_preds(learn: Learner) -> tuple:
     "`(probabilities, targets)` on `learn`'s validation set, with a progress bar only where bars render."
@@ -31,18 +35,80 @@ def _splittable(body) -> bool:
     try: split_body(body); return True
     except ImgclsError: return False
 
-def _save(learn: Learner, out: Path|str, export_pkl: bool) -> tuple:
-    "`(model_path, pkl_path)`: `learn` saved at `out` (safe format, or a fastai export for a .pkl) and the pickle written, if any."
+def _probs(model: torch.nn.Module, X: torch.Tensor, bs: int = 256) -> torch.Tensor:
+    "Class probabilities of `model` (eval mode) for the rows of `X`: cached features or maps."
+    dev = next(model.parameters()).device
+    with torch.inference_mode(): return torch.cat([model.eval()(x.to(dev).float()).float().softmax(1).cpu() for x in X.split(bs)])
+
+def _acc(probs, y) -> float: return float((torch.as_tensor(probs).argmax(1) == torch.as_tensor(y)).float().mean())
+
+def _binomial_se(acc: float, n: int) -> float:
+    "Standard error of an accuracy measured on `n` images (add-one estimate of p, so never zero)."
+    p = (acc * n + 1) / (n + 2)
+    return math.sqrt(p * (1 - p) / n)
+
+def _model_dir(out: Path) -> Path:
+    "The folder the model at `out` is written into."
+    return out.parent if out.suffix == '.pkl' else safe_paths(out)[0].parent
+
+def _label_issues(learn: Learner, out: Path|None, seed: int, C: float) -> tuple:
+    "`(count, csv or None)`: how many images look mislabeled, and the list written beside the model (nothing is moved)."
+    df = find_label_issues(learn, seed=seed, C=C)
+    sus = df[df.flagged][['rank', 'path', 'label', 'suggested', 'p_label', 'split']]
+    if out is None: return len(sus), None
+    f = _model_dir(out)/LABEL_ISSUES
+    f.parent.mkdir(parents=True, exist_ok=True)
+    write_atomic(f, sus.to_csv(index=False))
+    return len(sus), f
+
+def _save(learn: Learner, out: Path|str, export_pkl: bool, ood: tuple|None = None, facts: dict|None = None) -> tuple:
+    "`(model_path, pkl_path)`: `learn` saved at `out` (safe format, or a fastai export for a .pkl), with the domain check `ood` and `facts`."
     out = Path(out).absolute()
+    tensors, cfg = ood or ({}, {})
     if out.suffix == '.pkl': model_path = pkl = out
     else:
-        model_path = save_safe(learn, out)
+        model_path = save_safe(learn, out, extras=tensors, extra_config=cfg | ({'scores': facts} if facts else {}))
+        if facts:  # top-level keys of model.json, which the app reads (the verified copy is extra_config['scores'])
+            jpath = safe_paths(out)[1]
+            write_atomic(jpath, jsonlib.dumps(jsonlib.loads(jpath.read_text()) | facts, indent=1) + '\n')
         pkl = safe_paths(out)[0].with_suffix('.pkl') if export_pkl else None
     if pkl is not None:
         pkl.parent.mkdir(parents=True, exist_ok=True)
+        if ood: learn.model.config['ood'], learn.model.ood = cfg['ood'], tensors
         learn.export(pkl)
         print(f"note: {pkl.name} is a pickle (fastai's export): opening it can run code, so keep it to yourself and share the safe format (.safetensors + .json)")
     return model_path, pkl
+
+def _fast(learn: Learner, epochs, lr, top_epochs, seed: int, out, verbose: bool) -> dict:
+    "The fast recipe; every choice made on the training images. Returns final valid `probs`, features `Ft`/`Fv`, the estimate and what was decided."
+    dls = learn.dls
+    cv = cross_validate_learner(learn, seed=seed)  # also fills the feature cache `fit_head` reads
+    fit_head(learn, epochs or 20, lr or 3e-3, seed=seed)
+    yt, Xt = _labels(dls.train_ds), torch.from_numpy(cv['X'])
+    Xv = compute_features(learn, dls.valid.items)[0]
+    n_issues, issues_file = _label_issues(learn, out, seed, cv['C'])  # before `fit_top` changes the body's features
+    r = dict(cv_accuracy=cv['cv_accuracy'], cv_std=cv['cv_std'], cv_C=cv['C'], label_issues=n_issues, label_issues_file=issues_file,
+             top_kept=False, holdout=None, Ft=Xt, Fv=Xv, probs=_probs(learn.model.head, Xv))
+    r['head_probs'] = r['probs']  # reported as `head_accuracy`, never used to choose
+    if top_epochs is None: top_epochs = 8 if needs_top(cv) and _splittable(learn.model.body) else 0
+    r['top_epochs'] = top_epochs
+    if not top_epochs: return r
+    fit, held = cv['folds'][0]  # fit_top trains on the other folds, like the probe that predicted this fold
+    head_held = _acc(cv['probs'][held], yt[held])
+    if verbose: print(f"cross-validated accuracy {cv['cv_accuracy']:.4f}: fine-tuning the top of the backbone for {top_epochs} epochs "
+                      f"on {len(fit)} training images, scored on the other {len(held)}")
+    before = copy.deepcopy(learn.model.state_dict())
+    tl = fit_top(learn, top_epochs, seed=seed, split=(fit, held))
+    top_held = _acc(_probs(tl.model, tl.maps['train'][held]), yt[held])
+    r['holdout'] = dict(n=len(held), head=round(head_held, 4), top=round(top_held, 4))
+    if top_held <= head_held:  # not better on images neither saw: back to the head trained on every training image
+        learn.model.load_state_dict(before)
+        if verbose: print(f'kept the head alone: the fine-tuned top scored {top_held:.4f} on the held-out training images, the head {head_held:.4f}')
+        return r
+    if verbose: print(f'kept the fine-tuned top: {top_held:.4f} on the held-out training images, the head {head_held:.4f}')
+    top = split_body(learn.model.body)[1]
+    return r | dict(top_kept=True, cv_accuracy=top_held, cv_std=_binomial_se(top_held, len(held)), probs=_probs(tl.model, tl.maps['valid']),
+                    Ft=pooled_from_maps(top, tl.maps['train']), Fv=pooled_from_maps(top, tl.maps['valid']))
 
 def train(path: Path|str,            # folder of class folders, or train/ and valid/ folders of class folders
           arch: str = DEFAULT_ARCH,  # backbone (see `create_backbone`)
@@ -55,11 +121,12 @@ def train(path: Path|str,            # folder of class folders, or train/ and va
           lr: float|None = None,     # learning rate; default per method
           out: Path|str|None = 'model.safetensors', # where to save: x.safetensors or a folder (safe format), x.pkl (fastai export, a pickle); None: do not save
           verbose: bool = True,      # print the label report
-          top_epochs: int|None = None, # 'fast': epochs fine-tuning the top of the backbone after the head; default: 8 when the head alone scores under `TOP_WHEN_BELOW`, else 0
+          top_epochs: int|None = None, # 'fast': epochs fine-tuning the top of the backbone; default: 8 when the probe cross-validates under `TOP_WHEN_BELOW`, else 0
           export_pkl: bool = False,  # also write fastai's export (a pickle) beside the safe model
+          domain_check: bool = True, # save a check that tells images unlike the training images ("none of these")
          ) -> dict:
-    "Train a classifier on the images in `path`; return accuracy, time, classes and the model path."
-    start, head_acc = time.time(), None
+    "Train a classifier on the images in `path`; return accuracy (validation and cross-validated), time, classes, label issues and the model path."
+    start = time.time()
     if method not in ('fast', 'classic'): raise ImgclsError(f"method must be 'fast' or 'classic', not {method!r}")
     if not Path(path).is_dir(): check_labels(path)  # raises the right one-line error
     moved = verify_images(path)
@@ -69,25 +136,43 @@ def train(path: Path|str,            # folder of class folders, or train/ and va
     dls = image_dataloaders(path, arch, size, bs=bs, valid_pct=valid_pct, seed=seed, check=False)
     learn = image_learner(dls, arch, seed=seed)
     learn.model.config['split'] = dict(valid_pct=valid_pct, seed=seed)  # to rebuild the same validation set later
+    out = None if out is None else Path(out).absolute()
+    targs = _labels(dls.valid_ds)
     if method == 'fast':  # scored on the cached validation features (or maps): the same outputs as the whole model's
-        small = fit_head(learn, epochs or 20, lr or 3e-3, seed=seed)
-        head_acc = float(accuracy(*_valid_preds(small)))
-        if top_epochs is None: top_epochs = 8 if head_acc < TOP_WHEN_BELOW and _splittable(learn.model.body) else 0
-        if top_epochs:
-            if verbose: print(f'head alone: {head_acc:.4f} validation accuracy; fine-tuning the top of the backbone for {top_epochs} epochs')
-            small = fit_top(learn, top_epochs, seed=seed)
-        probs, targs = _valid_preds(small)
+        r = _fast(learn, epochs, lr, top_epochs, seed, out, verbose)
+        probs, Ft, Fv = r.pop('probs'), r.pop('Ft'), r.pop('Fv')
+        r['head_accuracy'] = round(_acc(r.pop('head_probs'), targs), 4)
     else:
         if len(dls.train) == 0: raise ImgclsError(f'{len(dls.train_ds)} training images make no full batch of {bs}: lower --bs')
         with epoch_table(learn): learn.fine_tune(epochs or 3, lr or 2e-3)
-        probs, targs = _valid_preds(learn)
-    acc = float(accuracy(probs, targs))
-    model_path, pkl = _save(learn, out, export_pkl) if out is not None else (None, None)
-    return dict(valid_accuracy=round(acc, 4), seconds=round(time.time() - start, 1), classes=list(dls.vocab),
+        probs, _ = _valid_preds(learn)
+        r = dict(cv_accuracy=None, cv_std=None, cv_C=None, label_issues=None, label_issues_file=None, top_epochs=None, top_kept=None, holdout=None, head_accuracy=None)
+        Ft = compute_features(learn, dls.train.items, cache=False)[0] if domain_check else None  # the fine-tuned body: nothing to cache
+        Fv = compute_features(learn, dls.valid.items, cache=False)[0] if domain_check else None
+    acc = _acc(probs, targs)
+    ood = fit_domain(Ft, Fv, labels=_labels(dls.train_ds)).state() if domain_check else None
+    facts = {k: None if v is None else round(v, 4) for k, v in dict(valid_accuracy=acc, cv_accuracy=r['cv_accuracy'], cv_std=r['cv_std']).items()}
+    model_path, pkl = _save(learn, out, export_pkl, ood, facts) if out is not None else (None, None)
+    f, r = r.pop('label_issues_file'), {k: v for k, v in r.items() if k not in facts}
+    return dict(facts, seconds=round(time.time() - start, 1), classes=list(dls.vocab),
                 model_path=str(model_path) if model_path else None, pkl_path=str(pkl) if pkl else None,
-                arch=learn.model.config['arch'], method=method,
-                head_accuracy=None if head_acc is None else round(head_acc, 4), top_epochs=top_epochs if method == 'fast' else None,
+                arch=learn.model.config['arch'], method=method, **r, label_issues_file=str(f) if f else None,
+                domain_check=ood[1]['ood'] if ood else None,
                 n_train=len(dls.train_ds), n_valid=len(dls.valid_ds), images_per_class=report.per_class())
+
+def summary(res: dict, # from `train`
+           ) -> str:
+    "What `train` did, in a few lines: validation and cross-validated accuracy (with what the spread means), time, label issues, model."
+    lines = [f"validation accuracy {res['valid_accuracy']:.4f} on {res['n_valid']} images; {res['seconds']:.1f} s; model: {res['model_path']}"]
+    if res.get('cv_accuracy') is not None:
+        src = (f"the fine-tuned model on {res['holdout']['n']} held-out training images" if res.get('top_kept')
+               else 'cross-validated on the training images')
+        lines.append(f"estimate: {res['cv_accuracy']:.4f} ± {res['cv_std']:.4f} ({src}): a validation set of similar size "
+                     f"usually lands within 2 × {res['cv_std']:.4f} of it, so differences smaller than that are noise")
+    if res.get('label_issues') is not None:
+        where = f": listed in {res['label_issues_file']}" if res.get('label_issues_file') else ''
+        lines.append(f"{res['label_issues']} image(s) look mislabeled{where} (nothing was moved; see `imgcls mislabeled`)")
+    return '\n'.join(lines)
 
 # %% ../nbs/12_train.ipynb #d21824df
 def cli_train(data: Path,                # folder of class folders (or train/ and valid/ folders of them)
@@ -99,10 +184,12 @@ def cli_train(data: Path,                # folder of class folders (or train/ an
               seed: int = 42,            # random seed
               out: Path = Path('model.safetensors'), # where to write the model: x.safetensors or a folder (safe format, with its .json), or x.pkl (fastai export, a pickle)
               classic: bool = False,     # use fastai's fine_tune instead of the fast cached-feature head
-              top_epochs: int = None,    # fast method: epochs fine-tuning the top of the backbone (default: 8 if the head alone scores under 90%, else 0)
+              top_epochs: int = None,    # fast method: epochs fine-tuning the top of the backbone (default: 8 if the probe cross-validates under 90%, else 0)
+              no_domain_check: bool = False, # do not save the check that calls unlike images "none of these"
               json: bool = False,        # print a JSON summary as the last line
              ):
     "Train an image classifier on a folder of images."
-    res = train(data, arch, epochs, size, bs, valid_pct, seed, 'classic' if classic else 'fast', out=out, top_epochs=top_epochs)
-    print(f"validation accuracy {res['valid_accuracy']:.4f} on {res['n_valid']} images; {res['seconds']:.1f} s; model: {res['model_path']}")
+    res = train(data, arch, epochs, size, bs, valid_pct, seed, 'classic' if classic else 'fast', out=out, top_epochs=top_epochs,
+                domain_check=not no_domain_check)
+    print(summary(res))
     if json: print(jsonlib.dumps(res))

@@ -53,3 +53,21 @@ def test_learner_input_gives_the_same_rows(noisy):
     dls = image_dataloaders(data, check=False, num_workers=0)
     a, b = find_label_issues(dls), find_label_issues(image_learner(dls))
     assert a.path.tolist() == b.path.tolist() and a.p_label.tolist() == b.p_label.tolist()
+
+def test_train_lists_the_flips_beside_the_model(noisy, tmp_path):
+    "`train` runs the label check on its own features: the flipped images are in label_issues.csv, and nothing moved."
+    from imgcls.training import train
+    import pandas as pd
+    data, moved = noisy
+    before = sorted(map(str, image_files(data)))
+    res = train(data, 'efficientnet_lite0', size=64, out=tmp_path/'m'/'model.safetensors', verbose=False, domain_check=False)
+    listed = pd.read_csv(tmp_path/'m'/'label_issues.csv')
+    assert res['label_issues'] == len(listed) and res['label_issues_file'] == str(tmp_path/'m'/'label_issues.csv')
+    assert set(listed.path) & moved and set(listed.path) <= moved, listed
+    assert sorted(map(str, image_files(data))) == before
+
+def test_mislabeled_is_a_command(noisy, capsys):
+    from imgcls.cli import run
+    data, moved = noisy
+    assert run(['mislabeled', str(data), '--json']) == 0
+    assert {s['path'] for s in json.loads(capsys.readouterr().out.splitlines()[-1])['suspects']} <= moved

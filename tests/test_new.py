@@ -48,3 +48,20 @@ def test_new_from_search_to_app(tmp_path):
         assert 'voila' in page.lower()
     finally:
         app.terminate(); app.wait(30)
+
+def test_new_writes_examples_and_prints_share(tmp_path):
+    "`imgcls new` leaves validation images in examples/ for the app, and prints the share command beside the app command."
+    data = make_toy_images(tmp_path/'shapes', 15, classes=('circle', 'square', 'triangle'))
+    proj = tmp_path/'shapes-app'
+    r = subprocess.run([*IMGCLS, 'new', str(proj), '--from', str(data), '--arch', 'efficientnet_lite0', '--json'],
+                       capture_output=True, text=True, timeout=900)
+    assert r.returncode == 0, r.stderr[-3000:]
+    res = json.loads(r.stdout.strip().splitlines()[-1])
+    ex = image_files(proj/'examples')
+    assert len(ex) == 6 and {f.name.split('_', 1)[0] for f in ex} == {'circle', 'square', 'triangle'}, ex
+    assert res['examples'] == str(proj/'examples')
+    safe = proj/'model.safetensors'
+    assert f'imgcls app {safe}' in r.stdout and f"imgcls share {safe} {proj/'space'}" in r.stdout
+    assert res['share'] == f"imgcls share {safe} {proj/'space'}"
+    assert any(l.startswith('estimate: ') for l in r.stdout.splitlines()) and 'look mislabeled' in r.stdout, r.stdout
+    assert {'cv_accuracy', 'cv_std', 'label_issues'} <= set(res)

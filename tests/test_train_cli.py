@@ -81,3 +81,26 @@ def test_train_ants_bees_default_arch(tmp_path):
     res = _train_and_reload(tmp_path, example_data('hymenoptera_data'))
     assert res['classes'] == ['ants', 'bees']
     assert res['valid_accuracy'] >= 0.92, res
+
+def test_json_keys_label_issues_and_domain_check(tmp_path):
+    "The summary and JSON carry the cross-validated estimate and the label check; model.json the scores; --no-domain-check leaves the check out."
+    data = make_toy_images(tmp_path/'shapes', 15)
+    args = ('--arch', 'efficientnet_lite0', '--size', '64', '--json')
+    r = imgcls('train', data, *args, '--out', tmp_path/'a'/'model.safetensors')
+    assert r.returncode == 0, r.stderr[-3000:]
+    res = json.loads(r.stdout.strip().splitlines()[-1])
+    assert {'valid_accuracy', 'cv_accuracy', 'cv_std', 'label_issues', 'label_issues_file'} <= set(res), sorted(res)
+    assert 0.5 < res['cv_accuracy'] <= 1 and 0 <= res['cv_std'] < 0.5, res
+    assert Path(res['label_issues_file']) == tmp_path/'a'/'label_issues.csv'
+    rows = (tmp_path/'a'/'label_issues.csv').read_text().splitlines()
+    assert rows[0] == 'rank,path,label,suggested,p_label,split' and len(rows) == 1 + res['label_issues']
+    assert any(l.startswith('estimate: ') and 'within 2' in l for l in r.stdout.splitlines()), r.stdout
+    assert f"{res['label_issues']} image(s) look mislabeled" in r.stdout
+    meta = json.loads((tmp_path/'a'/'model.json').read_text())
+    assert {k: meta[k] for k in ('valid_accuracy', 'cv_accuracy', 'cv_std')} == {k: round(res[k], 4) for k in ('valid_accuracy', 'cv_accuracy', 'cv_std')}
+    assert meta['extras'] == ['ood.refs'] and meta['extra_config']['ood']['n_train'] == res['n_train']
+    r2 = imgcls('train', data, *args, '--out', tmp_path/'b'/'model.safetensors', '--no-domain-check')
+    assert r2.returncode == 0, r2.stderr[-3000:]
+    meta2 = json.loads((tmp_path/'b'/'model.json').read_text())
+    assert meta2['extras'] == [] and 'ood' not in meta2['extra_config']
+    assert json.loads(r2.stdout.strip().splitlines()[-1])['domain_check'] is None
