@@ -13,7 +13,8 @@ import imgcls
 from .core import ImgclsError, image_files, file_sha256, write_atomic
 from .data import dataset_items, split_folders
 from .runtime import export_classifier
-from .inference import load_classifier, safe_paths, export_safe
+from .inference import load_classifier
+from .modelfile import safe_paths, save_safe
 
 # %% auto #0
 __all__ = ['VENDORED', 'REQUIREMENTS', 'APP', 'LFS', 'requirements', 'example_photos', 'readme', 'share', 'cli_share']
@@ -141,7 +142,7 @@ def share(model: Path|str,          # a trained model: safe format (.safetensors
     clf = load_classifier(model, allow_pickle=allow_pickle)   # verifies the files before anything is copied
     cfg = clf.config
     dest.mkdir(parents=True, exist_ok=True)
-    if model.suffix == '.pkl': export_safe(clf.model, dest); meta = jsonlib.loads((dest/'model.json').read_text())
+    if model.suffix == '.pkl': save_safe(clf.model, dest); meta = jsonlib.loads((dest/'model.json').read_text())
     else: meta = _copy_safe(model, dest)
     onnx_src = safe_paths(model)[1].parent/meta['onnx'] if meta.get('onnx') and model.suffix != '.pkl' else None
     if onnx_src and onnx_src.is_file() and file_sha256(onnx_src) == meta.get('onnx_sha256'): shutil.copyfile(onnx_src, dest/'model.onnx')
