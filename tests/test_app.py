@@ -42,7 +42,7 @@ def model(tmp_path_factory):
 
 
 def add_domain_check(path: Path, data: Path, ab):
-    "Fit the "none of these" check on the model's features and save it with the model (until `train` does it itself)."
+    "Fit the 'none of these' check on the model's features and save it with the model (until `train` does it itself)."
     import torch
     from imgcls.inference import load_classifier
     from imgcls.modelfile import save_safe
@@ -301,7 +301,7 @@ def test_app_busy_port(model):
 
 
 def test_unrelated_photo(model, server, browser, tmp_path):
-    "A photo of none of the classes (a cat for an ants/bees model) gets the "none of these" sentence, the closest class still shown."
+    "A photo of none of the classes (a cat for an ants/bees model) gets the 'none of these' sentence, the closest class still shown."
     from playwright.sync_api import expect
     url, proc, log = server
     _, _, classes = model
