@@ -244,6 +244,8 @@ def test_cap(model, server, browser):
     from playwright.sync_api import expect
     url, proc, log = server
     _, photo, _ = model
+    # the first N visitors: earlier tests' pages are closed, their kernels must be gone (within ORPHAN_S) before these arrive
+    assert wait_for(lambda: len(kernels(proc)) <= 1, 60), 'the kernels of pages closed by earlier tests were not freed'
     pages = []
     try:
         for _ in range(CAP): pages.append(open_app(browser, url)[0])
