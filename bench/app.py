@@ -1,6 +1,9 @@
 """The app's figures in one run: kernel memory, time to the controls, server memory after 12 visits.
 
-    PYTHONPATH=$PWD python bench/app.py MODEL [--preheat 0|1]
+    PYTHONPATH=$PWD python bench/app.py MODEL [--preheat 0|1] [--torch]
+
+--torch serves a copy of MODEL saved without model.onnx, so the kernels run the torch `Classifier` (the "before" of the
+torch-free kernel); without it, a model saved with model.onnx is served by the torch-free `OnnxClassifier`.
 
 MODEL: a safe model (e.g. a folder made by `imgcls new`, or tests' ants/bees model). Needs /usr/bin/chromium.
 Prints one line per figure. RSS counts shared library pages once per process; USS (private) is what each
@@ -31,7 +34,15 @@ def total_rss(pid):
 
 def main():
     ap = argparse.ArgumentParser(); ap.add_argument('model'); ap.add_argument('--preheat', type=int, default=1)
+    ap.add_argument('--torch', action='store_true', help='serve a copy saved without model.onnx: torch kernels')
     a = ap.parse_args()
+    if a.torch:
+        import tempfile
+        from imgcls.inference import load_classifier
+        from imgcls.modelfile import save_safe
+        clf = load_classifier(a.model, runtime='torch')
+        a.model = str(save_safe(clf.model, Path(tempfile.mkdtemp())/'model', extras=clf.extras, extra_config=clf.extra_config, onnx=False))
+    print(f'serving {a.model} ({"torch" if a.torch else "torch-free when it has model.onnx"})')
     port = free_port(); url = f'http://127.0.0.1:{port}/'
     cmd = [sys.executable, '-c', 'from imgcls.cli import main; main()', 'app', a.model, '--port', str(port), '--preheat', str(a.preheat),
            '--max-kernels', '4', '--orphan-seconds', '10']

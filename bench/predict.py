@@ -5,11 +5,13 @@ then torch against ONNX Runtime (issue 14).
                             [--datasets hymenoptera_data,flowers] [--models DIR]
 
 Runtimes (`--only runtimes` runs just this part): per data set, trains the default model in the safe format with
-`imgcls train --out DIR` (or reuses DIR/<data set>/model.json under --models), exports it with
-`imgcls.runtime.export_classifier`, and on every validation image compares the torch `Classifier` with the torch-free
-`OnnxClassifier`: single-image p50/p95 (alternating), folder images/s (same threaded decoding for both), the raw forward
-of each at batch 32 (the limit), peak RSS of a fresh process that loads the model and predicts one image, and agreement
-(same labels, largest probability difference).
+`imgcls train --out DIR` (or reuses DIR/<data set>/model.json under --models; `save_safe` writes its model.onnx), adds a
+domain check when the model has none (fitted on its training/validation features, saved as DIR-checked) and saves the
+same network without one (DIR-plain). On every validation image it compares the torch `Classifier`
+(`runtime='torch'`, channels-last) with the torch-free `OnnxClassifier` (`load_onnx_classifier`): single-image p50/p95
+with and without the domain check (interleaved), folder images/s (`predict_batch`, same threaded decoding), the raw
+forward of each at batch 32 (the limit), peak RSS of a fresh process that loads the model and predicts one image, and
+agreement (same labels and in_domain verdicts, largest probability difference).
 
 fastai part:
 
@@ -124,9 +126,8 @@ def main_fastai(a):
 # ---------------------------------------------------------------- torch vs ONNX Runtime (issue 14)
 
 MEM_CODE = {  # a fresh process loads the model and predicts one image; prints its peak memory and whether torch was imported
-    'torch': "from imgcls.inference import load_classifier\nclf = load_classifier(MODEL)\np = clf.predict(IMAGE).label",
-    'onnxruntime': "import json\nfrom imgcls.runtime import OnnxClassifier\n"
-                   "clf = OnnxClassifier(json.loads((MODEL/'model.json').read_text()), MODEL/'model.onnx')\np = clf.predict(IMAGE)['label']",
+    'torch': "from imgcls.inference import load_classifier\nclf = load_classifier(MODEL, runtime='torch')\np = clf.predict(IMAGE).label",
+    'onnxruntime': "from imgcls.runtime import load_onnx_classifier\nclf = load_onnx_classifier(MODEL)\np = clf.predict(IMAGE).label",
 }
 MEM_WRAP = """import sys, time, json
 from pathlib import Path
@@ -142,14 +143,14 @@ def process_memory(model_dir: Path, image: Path) -> dict:
     "Per runtime: peak RSS, seconds (imports included) and labels of a fresh process that loads the model and predicts one image."
     out = {}
     for name, code in MEM_CODE.items():
-        env = dict(os.environ, IMGCLS_RUNTIME='torch' if name == 'torch' else 'auto', PYTHONPATH=str(ROOT))
+        env = dict(os.environ, PYTHONPATH=str(ROOT))
         r = subprocess.run([sys.executable, '-c', MEM_WRAP.format(model=str(model_dir), image=str(image), code=code)],
                            capture_output=True, text=True, env=env, check=True)
         out[name] = json.loads(r.stdout.strip().splitlines()[-1])
     return out
 
 def raw_forward(clf, oclf, bs: int = 32, n: int = 4) -> dict:
-    "Images/s of the whole network alone (random batch of `bs`, best of `n`): torch channels-last vs ONNX Runtime."
+    "Images/s of the whole network alone (random batch of `bs`, best of `n`): torch NCHW and channels-last vs ONNX Runtime."
     size = clf.config['size']
     x = torch.randn(bs, 3, size, size)
     xcl, xn, model = x.contiguous(memory_format=torch.channels_last), x.numpy(), clf.model.eval()
@@ -165,41 +166,70 @@ def raw_forward(clf, oclf, bs: int = 32, n: int = 4) -> dict:
     req = ov.Core().compile_model(str(oclf.model.path), 'CPU', {'INFERENCE_NUM_THREADS': oclf.model.session.get_session_options().intra_op_num_threads,
                                                             'INFERENCE_PRECISION_HINT': 'f32'}).create_infer_request()
     r['openvino'] = best(lambda: req.infer({0: xn}))
-    r['openvino_max_diff'] = float(np.abs(req.infer({0: xn})[0] - oclf.model(xn)).max())
+    r['openvino_max_diff'] = float(np.abs(req.infer({0: xn})[0] - oclf.model(xn)[0]).max())
     return r
 
-def compare_runtimes(name: str, data: Path, model_dir: Path, n_single: int, repeats: int) -> dict:
-    "torch `Classifier` vs `OnnxClassifier` on one trained model: single-image latency, folder throughput, raw forward, agreement."
+def with_domain_check(model_dir: Path, data: Path) -> Path:
+    "`model_dir` when its model has a domain check, else a copy beside it with one fitted on its training/validation features (until `imgcls train` saves one)."
+    if 'ood' in (json.loads((model_dir/'model.json').read_text()).get('extra_config') or {}): return model_dir
+    out = model_dir.parent/(model_dir.name + '-checked')
+    if (out/'model.json').exists(): return out
     from imgcls.inference import load_classifier
-    from imgcls.runtime import OnnxClassifier, export_classifier
+    from imgcls.modelfile import save_safe
+    from imgcls.ood import fit_domain
     from imgcls.data import image_dataloaders
-    os.environ['IMGCLS_RUNTIME'] = 'torch'  # the torch side stays torch once `Classifier` learns ONNX Runtime
-    clf = load_classifier(model_dir)
-    del os.environ['IMGCLS_RUNTIME']
-    t = time.perf_counter(); onnx = export_classifier(clf.model, clf.config['size'], model_dir/'model.onnx'); export_s = time.perf_counter() - t
-    oclf = OnnxClassifier(clf.config, onnx)
+    clf = load_classifier(model_dir, runtime='torch')
+    dls = image_dataloaders(data, check=False, num_workers=0)
+    def feats(files):
+        with torch.inference_mode(): return torch.cat([clf.model.body.eval()(torch.stack(ts)) for ts in batches(list(files), clf.tensor)])
+    tensors, settings = fit_domain(feats(dls.train.items), feats(dls.valid.items)).state()
+    save_safe(clf.model, out, extras=tensors, extra_config=settings)
+    return out
+
+def p50s(fns: dict, files: list) -> dict:
+    "Single-image latency p50/p95 (ms) of each `fns[name](file)`, interleaved in rotating order, after 3 warm-up calls each."
+    ts = {k: [] for k in fns}
+    for f in files[:3]:
+        for fn in fns.values(): fn(f)
+    names = list(fns)
+    for i, f in enumerate(files):
+        for k in names[i % len(names):] + names[:i % len(names)]:
+            t = time.perf_counter(); fns[k](f); ts[k].append(time.perf_counter() - t)
+    return {k: (pct(v, 50), pct(v, 95)) for k, v in ts.items()}
+
+def compare_runtimes(name: str, data: Path, model_dir: Path, n_single: int, repeats: int) -> dict:
+    "torch vs ONNX Runtime on one trained model, with and without its domain check: latency, folder throughput, raw forward, agreement, memory."
+    from imgcls.inference import load_classifier
+    from imgcls.runtime import load_onnx_classifier
+    from imgcls.data import image_dataloaders
+    checked = with_domain_check(model_dir, data)
+    plain = model_dir.parent/(model_dir.name + '-plain')      # the same network saved without the check
+    if not (plain/'model.json').exists():
+        from imgcls.modelfile import save_safe
+        save_safe(load_classifier(model_dir, runtime='torch').model, plain)
+    tch, ort = load_classifier(checked, runtime='torch'), load_classifier(checked)
+    free, free_plain = load_onnx_classifier(checked), load_onnx_classifier(plain)
+    tch_plain = load_classifier(plain, runtime='torch')
     files = list(map(Path, image_dataloaders(data, check=False, num_workers=0).valid.items))
     load0 = os.getloadavg()[0]
-    for f in files[:3]: clf.predict(f); oclf.predict(f)
-    t_torch, t_ort = [], []
-    for i, f in enumerate(files[:n_single]):
-        order = [(t_torch, lambda: clf.predict(f)), (t_ort, lambda: oclf.predict(f))]
-        for ts, fn in (order if i % 2 == 0 else order[::-1]):
-            t = time.perf_counter(); fn(); ts.append(time.perf_counter() - t)
+    lat = p50s(dict(torch=tch.predict, torch_nocheck=tch_plain.predict, onnx=free.predict, onnx_nocheck=free_plain.predict), files[:n_single])
     r_torch, r_ort = [], []
     for i in range(repeats):
         for which in (('torch', 'ort') if i % 2 == 0 else ('ort', 'torch')):
-            t = time.perf_counter()
-            if which == 'torch': pt = np.concatenate([clf.probs(torch.stack(ts)).numpy() for ts in batches(files, clf.tensor)])
-            else: po = np.concatenate([oclf.probs(np.stack(ts)) for ts in batches(files, oclf.tensor)])
+            t = time.perf_counter(); preds = (tch if which == 'torch' else free).predict_batch(files, top_k=len(tch.vocab))
             (r_torch if which == 'torch' else r_ort).append(time.perf_counter() - t)
-    raw = raw_forward(clf, oclf)
-    mem = process_memory(model_dir, files[0])
-    return dict(dataset=name, arch=clf.config['arch'], size=clf.config['size'], n_valid=len(files), n_single=min(n_single, len(files)),
-                export_s=export_s, onnx_mb=onnx.stat().st_size / 1e6,
-                torch_p50_ms=pct(t_torch, 50), ort_p50_ms=pct(t_ort, 50), torch_p95_ms=pct(t_torch, 95), ort_p95_ms=pct(t_ort, 95),
-                torch_img_s=len(files) / statistics.median(r_torch), ort_img_s=len(files) / statistics.median(r_ort),
-                raw=raw, memory=mem, same_labels=int((pt.argmax(1) == po.argmax(1)).sum()), max_prob_diff=float(np.abs(pt - po).max()),
+            if which == 'torch': pt = preds
+            else: po = preds
+    pc = ort.predict_batch(files, top_k=len(tch.vocab))     # the torch Classifier on ONNX Runtime: the same numbers as the torch-free one
+    vec = lambda ps: np.array([[dict(p.top_k)[c] for c in tch.vocab] for p in ps])
+    raw = raw_forward(tch, free)
+    mem = process_memory(checked, files[0])
+    return dict(dataset=name, arch=tch.config['arch'], size=tch.config['size'], n_valid=len(files), n_single=min(n_single, len(files)),
+                onnx_mb=(checked/'model.onnx').stat().st_size / 1e6, onnx_plain_mb=(plain/'model.onnx').stat().st_size / 1e6,
+                latency_ms=lat, torch_img_s=len(files) / statistics.median(r_torch), ort_img_s=len(files) / statistics.median(r_ort),
+                raw=raw, memory=mem, same_labels=sum(a.label == b.label for a, b in zip(pt, po)),
+                same_in_domain=sum(a.in_domain == b.in_domain for a, b in zip(pt, po)), in_domain=sum(bool(p.in_domain) for p in po),
+                max_prob_diff=float(np.abs(vec(pt) - vec(po)).max()), classifier_vs_free_diff=float(np.abs(vec(pc) - vec(po)).max()),
                 load_avg=[round(load0, 2), round(os.getloadavg()[0], 2)])
 
 def batches(files: list, tensor, bs: int = 32):
@@ -217,17 +247,19 @@ def runtime_tables(results: list) -> str:
     "Markdown tables for `compare_runtimes` results."
     L = ['| data set (validation images) | | torch | ONNX Runtime | ORT vs torch |', '|---|---|---:|---:|---:|']
     for r in results:
-        raw, m = r['raw'], r['memory']
+        raw, m, lat = r['raw'], r['memory'], r['latency_ms']
         d = f"{r['dataset']} ({r['n_valid']}; load {r['load_avg'][0]}→{r['load_avg'][1]})"
-        L += [f"| {d} | single image p50 (ms) | {r['torch_p50_ms']:.1f} | {r['ort_p50_ms']:.1f} | {r['torch_p50_ms']/r['ort_p50_ms']:.1f}x faster |",
-              f"| | single image p95 (ms) | {r['torch_p95_ms']:.1f} | {r['ort_p95_ms']:.1f} | {r['torch_p95_ms']/r['ort_p95_ms']:.1f}x faster |",
+        grow = lambda k: f"{lat[k][0] / lat[k + '_nocheck'][0] - 1:+.0%}"
+        L += [f"| {d} | single image p50, with the domain check (ms) | {lat['torch'][0]:.1f} | {lat['onnx'][0]:.1f} | {lat['torch'][0]/lat['onnx'][0]:.1f}x faster |",
+              f"| | single image p50 without it (ms); growth with it | {lat['torch_nocheck'][0]:.1f}; {grow('torch')} | {lat['onnx_nocheck'][0]:.1f}; {grow('onnx')} | |",
+              f"| | single image p95, with the check (ms) | {lat['torch'][1]:.1f} | {lat['onnx'][1]:.1f} | |",
               f"| | folder (images/s, decoding included) | {r['torch_img_s']:.1f} | {r['ort_img_s']:.1f} | {r['ort_img_s']/r['torch_img_s']:.1f}x |",
               f"| | raw forward, batch 32 (images/s; the limit) | {raw['torch_cl']:.1f} (NCHW {raw['torch_nchw']:.1f}) | {raw['onnxruntime']:.1f} | {raw['onnxruntime']/raw['torch_cl']:.1f}x |",
-              *([f"| | raw forward on OpenVINO {__import__('openvino').__version__.split('-')[0]} (images/s; not used) | | {raw['openvino']:.1f} | "
-                 f"{raw['openvino']/raw['torch_cl']:.1f}x (max logit diff from ORT {raw['openvino_max_diff']:.1e}) |"] if 'openvino' in raw else []),
+              *([f"| | raw forward on OpenVINO (images/s; not used) | | {raw['openvino']:.1f} | {raw['openvino']/raw['torch_cl']:.1f}x (max logit diff {raw['openvino_max_diff']:.1e}) |"] if 'openvino' in raw else []),
               f"| | load + predict 1 image, fresh process: peak RSS (MB) | {m['torch']['peak_rss_mb']:.0f} | {m['onnxruntime']['peak_rss_mb']:.0f} | {m['torch']['peak_rss_mb']/m['onnxruntime']['peak_rss_mb']:.1f}x less |",
               f"| | same, seconds (imports included; torch imported: {m['torch']['torch_imported']} / {m['onnxruntime']['torch_imported']}) | {m['torch']['seconds']:.1f} | {m['onnxruntime']['seconds']:.1f} | |",
-              f"| | agreement | | | same label on {r['same_labels']}/{r['n_valid']}; max prob diff {r['max_prob_diff']:.1e} |"]
+              f"| | model.onnx (MB, with / without the check) | | {r['onnx_mb']:.1f} / {r['onnx_plain_mb']:.1f} | |",
+              f"| | agreement | | | labels {r['same_labels']}/{r['n_valid']}, in_domain {r['same_in_domain']}/{r['n_valid']}; max prob diff {r['max_prob_diff']:.1e} |"]
     return '\n'.join(L)
 
 def main_runtimes(a, tmp: Path):
@@ -247,8 +279,10 @@ def main_runtimes(a, tmp: Path):
         results.append(compare_runtimes(name, data, model_dir, a.n_single, a.repeats))
         print(json.dumps(results[-1]), flush=True)
     print('\n' + runtime_tables(results))
-    ok = all(r['same_labels'] == r['n_valid'] and r['max_prob_diff'] <= 1e-4 for r in results)
-    print(f"\nagreement (same labels on every validation image, probabilities within 1e-4): {'yes' if ok else 'NO'}")
+    ok = all(r['same_labels'] == r['same_in_domain'] == r['n_valid'] and r['max_prob_diff'] <= 1e-4 for r in results)
+    print(f"\nagreement (same labels and in_domain on every validation image, probabilities within 1e-4): {'yes' if ok else 'NO'}")
+    grow = max(r['latency_ms'][k][0] / r['latency_ms'][k + '_nocheck'][0] - 1 for r in results for k in ('torch', 'onnx'))
+    print(f"largest p50 growth with the domain check: {grow:+.0%} (target: at most +20%)")
 
 
 if __name__ == '__main__': main()

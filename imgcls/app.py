@@ -12,14 +12,15 @@ import ipywidgets as widgets
 from IPython.display import HTML, display
 from PIL import Image
 from .core import ImgclsError, MAX_PIXELS, image_files
-from .inference import Classifier, Prediction, load_classifier, human_size, NOT_SURE, MAX_BYTES
-from .modelfile import safe_paths
+from .fetch import MAX_BYTES
+from .runtime import Predictor, Prediction, NOT_SURE, human_size, load_onnx_classifier, safe_paths
+# torch only when the model has no model.onnx (or is a .pkl): `imgcls.inference` is imported then, by `app_classifier`
 
 # %% auto #0
 __all__ = ['EXAMPLES_DIR', 'MAX_EXAMPLES', 'PAGE_CSS', 'ENV_MODEL', 'ENV_TOP_K', 'ENV_THRESHOLD', 'ENV_MAX_BYTES', 'ENV_TITLE',
-           'ENV_TRUST_PICKLE', 'BUSY_PAGE', 'open_upload', 'thumbnail', 'result_card', 'error_card', 'page_head',
-           'heading', 'model_facts', 'ClassifyApp', 'classify_app', 'app_notebook', 'voila_config', 'port_free',
-           'cli_app']
+           'ENV_TRUST_PICKLE', 'ENV_ANY_CLASS', 'BUSY_PAGE', 'open_upload', 'thumbnail', 'result_card', 'error_card',
+           'page_head', 'heading', 'model_facts', 'ClassifyApp', 'app_classifier', 'classify_app', 'app_notebook',
+           'voila_config', 'port_free', 'cli_app']
 
 # %% ../nbs/17_app.ipynb #cf5bea9f
 _SENTENCES = dict(  # ImgclsError kind: what the page says after the file's name
@@ -29,12 +30,13 @@ _SENTENCES = dict(  # ImgclsError kind: what the page says after the file's name
     too_many_pixels='has too many pixels to open safely.',
 )
 
-def open_upload(clf: Classifier, # the classifier whose limits apply
+def open_upload(clf: Predictor,  # the classifier whose limits apply (and its `max_bytes`)
                 content: bytes,  # the uploaded file
                ) -> tuple:
     "`(image, None)` when the uploaded `content` can be classified, else `(None, why)` with a sentence for the uploader."
     if not content: return None, _SENTENCES['empty']
-    if len(content) > clf.max_bytes: return None, f'is too large ({human_size(len(content))}; the limit is {human_size(clf.max_bytes)}).'
+    limit = getattr(clf, 'max_bytes', MAX_BYTES)
+    if len(content) > limit: return None, f'is too large ({human_size(len(content))}; the limit is {human_size(limit)}).'
     try: return clf.image(content), None
     except ImgclsError as e: return None, _SENTENCES.get(e.kind, f'cannot be classified: {e.detail}.')
 
@@ -97,8 +99,7 @@ PAGE_CSS = '''<style>
 .imgcls-app .widget-html,.imgcls-app .widget-html-content{width:auto;max-width:100%;height:auto;line-height:1.4;margin:0}
 .imgcls-app h1{font-size:1.6em;margin:.2em 0}.imgcls-small{font-size:.85em;color:#555}
 .imgcls-drop{border:2px dashed #99a;border-radius:10px;padding:16px;text-align:center;margin:8px 0}
-.imgcls-drop.over{background:#eef4ff;border-color:#36c}
-.imgcls-pick{position:absolute;opacity:0;width:1px;height:1px}
+.imgcls-drop.over{background:#eef4ff;border-color:#36c}.imgcls-pick{position:absolute;opacity:0;width:1px;height:1px}
 .imgcls-pickbtn{display:inline-block;padding:8px 18px;border-radius:6px;background:#2a6;color:#fff;cursor:pointer;font-weight:600}
 .imgcls-pick:focus-visible+.imgcls-pickbtn{outline:3px solid #36c}
 .imgcls-examples img{width:72px;height:72px;object-fit:cover;border-radius:6px;margin:4px;cursor:pointer}
@@ -106,9 +107,10 @@ PAGE_CSS = '''<style>
 .imgcls-card{display:grid;grid-template-columns:112px minmax(0,1fr);gap:12px;padding:8px;border:1px solid #ddd;border-radius:8px}
 .imgcls-card>img,.imgcls-nopic{width:112px;height:112px;object-fit:contain;background:#f4f4f4;border-radius:4px;font-size:40px;text-align:center;line-height:112px;color:#a33}
 .imgcls-name{font-size:.85em;color:#555;overflow-wrap:anywhere}.imgcls-label{font-size:1.25em;margin:2px 0 6px}
-.imgcls-ood{font-size:1em;font-weight:600;color:#a50}.imgcls-closest{margin-bottom:6px}
-.imgcls-error p{color:#a33;margin:0;overflow-wrap:anywhere}
-.imgcls-bars{display:grid;gap:3px 8px;align-items:center;font-size:.9em}
+.imgcls-ood{font-size:1em;font-weight:600;color:#a50}.imgcls-closest{margin-bottom:6px}.imgcls-error p{color:#a33;margin:0;overflow-wrap:anywhere}
+.imgcls-app .imgcls-bar{display:flex;flex-wrap:wrap;align-items:center;gap:6px 16px;height:auto}
+.imgcls-app .imgcls-bar>.widget-html{flex:1 1 12em;min-width:0}.imgcls-app .imgcls-bar>button{flex:none;margin:0}
+.imgcls-status{margin:0;overflow-wrap:anywhere}.imgcls-bars{display:grid;gap:3px 8px;align-items:center;font-size:.9em}
 .imgcls-c{overflow:hidden;text-overflow:ellipsis;white-space:nowrap}.imgcls-v{text-align:right;white-space:nowrap}
 .imgcls-b{height:12px;background:#e6e6e6;border-radius:6px;overflow:hidden}.imgcls-b i{display:block;height:100%;background:#3a7}
 @media (max-width:480px){.imgcls-card{grid-template-columns:72px minmax(0,1fr)}.imgcls-card>img,.imgcls-nopic{width:72px;height:72px;line-height:72px}}
@@ -155,7 +157,7 @@ def model_facts(path: Path|str|None) -> dict:
 # %% ../nbs/17_app.ipynb #ca3c7ebc
 class ClassifyApp(widgets.VBox):
     "Pick, drop or click images; see each one's thumbnail, label and probability bars, newest first."
-    def __init__(self, clf: Classifier,               # the model
+    def __init__(self, clf: Predictor,               # the model
                  top_k: int = 3,                       # classes shown per image when there are more than 10
                  threshold: float|None = None,         # below this top probability the label is "not sure"
                  max_files: int = 20,                  # files taken from one pick or drop
@@ -179,7 +181,8 @@ class ClassifyApp(widgets.VBox):
         self.clear_button = widgets.Button(description='Clear results', layout=widgets.Layout(display='none'))
         self.results = widgets.VBox(); self.results.add_class('imgcls-results')
         self.sink.observe(self._on_message, 'value'); self.clear_button.on_click(lambda _: self.clear())
-        super().__init__([self.header, self.drop, self.gallery, self.sink, widgets.HBox([self.status, self.clear_button]), self.results])
+        self.bar = widgets.HBox([self.status, self.clear_button]); self.bar.add_class('imgcls-bar')   # wraps: the button never covers the status
+        super().__init__([self.header, self.drop, self.gallery, self.sink, self.bar, self.results])
         self.add_class('imgcls-app')
 
     def _gallery(self) -> str:
@@ -207,11 +210,11 @@ class ClassifyApp(widgets.VBox):
             self.results.children = tuple(self.classify(files)) + self.results.children
             n_ok = sum('imgcls-result' in c._dom_classes for c in self.results.children)
             n_bad = len(self.results.children) - n_ok
-            self.status.value = '; '.join([f'{n_ok} classified'] + ([f'{n_bad} could not be'] if n_bad else []))
+            self.status.value = '<p class="imgcls-status">' + '; '.join([f'{n_ok} classified'] + ([f'{n_bad} could not be'] if n_bad else [])) + '</p>'
             self.clear_button.layout.display = None
         except Exception:
             _log.exception('classify app: a file failed')
-            self.status.value = '<p style="color:#a33">Something went wrong while classifying this file. The server log has the details.</p>'
+            self.status.value = '<p class="imgcls-status" style="color:#a33">Something went wrong while classifying this file. The server log has the details.</p>'
 
     def clear(self):
         "Remove every result."
@@ -230,18 +233,32 @@ class ClassifyApp(widgets.VBox):
 # %% ../nbs/17_app.ipynb #c7ccab44
 ENV_MODEL, ENV_TOP_K, ENV_THRESHOLD, ENV_MAX_BYTES, ENV_TITLE = 'IMGCLS_APP_MODEL', 'IMGCLS_APP_TOP_K', 'IMGCLS_APP_THRESHOLD', 'IMGCLS_APP_MAX_BYTES', 'IMGCLS_APP_TITLE'
 ENV_TRUST_PICKLE = 'IMGCLS_APP_TRUST_PICKLE'  # '1': the user passed --trust-pickle for this model
+ENV_ANY_CLASS = 'IMGCLS_APP_ANY_CLASS'        # '1': never say "none of these" (`imgcls app --any-class`)
 
 def _message(text: str) -> widgets.HTML:
     w = widgets.HTML(f'<p style="color:#a33">{html.escape(text)}</p>'); w.add_class('imgcls-error')
     return w
 
-def classify_app(model: Classifier|Path|str|None = None, # a Classifier or saved model; default `$IMGCLS_APP_MODEL`
+def app_classifier(model: Path|str,         # a safe model (.safetensors, .json or folder), or a .pkl
+                   allow_pickle: bool = False, # open a .pkl (a pickle can run code)
+                   check_domain: bool = True,  # say "none of these" for images unlike the training images
+                   **kwargs,                   # passed to the classifier: max_pixels
+                  ) -> Predictor:
+    "The torch-free `OnnxClassifier` when the model has a verified model.onnx (a kernel of a fraction of the memory), else the torch `Classifier`."
+    if Path(model).suffix.lower() != '.pkl' and Path(model).exists():
+        try: return load_onnx_classifier(model, check_domain=check_domain, **kwargs)
+        except ImgclsError as e: _log.warning('imgcls app: predicting with torch: %s', e)   # an older model, or a damaged model.onnx
+    from imgcls.inference import load_classifier   # torch, timm: about 0.9 GB more per kernel
+    return load_classifier(model, allow_pickle, check_domain=check_domain, **kwargs)
+
+def classify_app(model: Predictor|Path|str|None = None, # a classifier or saved model; default `$IMGCLS_APP_MODEL`
                  top_k: int|None = None,            # classes shown per image beyond 10 classes (default `$IMGCLS_APP_TOP_K` or 3)
                  threshold: float|None = None,      # "not sure" below this (default `$IMGCLS_APP_THRESHOLD` or none)
                  max_bytes: int|None = None,        # largest upload (default `$IMGCLS_APP_MAX_BYTES` or 20 MB)
                  max_pixels: int = MAX_PIXELS,      # largest image, in pixels
                  title: str|None = None,            # heading (default `$IMGCLS_APP_TITLE` or a question naming the classes)
                  allow_pickle: bool|None = None,    # open a .pkl model (default: $IMGCLS_APP_TRUST_PICKLE, set by `imgcls app --trust-pickle`)
+                 check_domain: bool|None = None,    # say "none of these" for unlike images (default: unless $IMGCLS_APP_ANY_CLASS is '1')
                  **kwargs,                          # passed to `ClassifyApp`: max_files
                 ) -> widgets.Widget:
     "The app for `model`, or a message saying why it cannot start."
@@ -251,15 +268,16 @@ def classify_app(model: Classifier|Path|str|None = None, # a Classifier or saved
     max_bytes = max_bytes or int(env.get(ENV_MAX_BYTES) or MAX_BYTES)
     model = model if model is not None else env.get(ENV_MODEL)
     allow_pickle = allow_pickle if allow_pickle is not None else env.get(ENV_TRUST_PICKLE) == '1'
+    check_domain = check_domain if check_domain is not None else env.get(ENV_ANY_CLASS) != '1'
     if not model: return _message(f'No model to serve: start this page with `imgcls app MODEL` (which sets ${ENV_MODEL}), or call classify_app(MODEL).')
     try:
-        clf = model if isinstance(model, Classifier) else load_classifier(model, allow_pickle, max_bytes=max_bytes, max_pixels=max_pixels)
+        clf = model if isinstance(model, Predictor) else app_classifier(model, allow_pickle, check_domain, max_pixels=max_pixels)
     except ImgclsError as e: return _message(f'Cannot load the model: {e}')
     except Exception as e:
         _log.exception('classify app: loading %s failed', model)
         return _message(f'Cannot load the model {model} ({type(e).__name__}); the server log has the details.')
     clf.max_bytes, clf.max_pixels = max_bytes, max_pixels
-    facts = {} if isinstance(model, Classifier) else model_facts(model)
+    facts = {} if isinstance(model, Predictor) else model_facts(model)
     return ClassifyApp(clf, top_k, threshold, title=title or env.get(ENV_TITLE) or None, facts=facts, **kwargs)
 
 # %% ../nbs/17_app.ipynb #26177c24
@@ -376,19 +394,20 @@ def cli_app(model: Path,              # trained model: .safetensors/.json/folder
             threshold: float = None,  # say "not sure" below this top probability
             max_mb: float = 20,       # largest upload accepted, in MB
             title: str = None,        # the page's heading (default: a question naming the classes)
-            max_kernels: int = 4,     # visitors served at once (each holds a kernel of about 0.8 GB); more see a busy page
+            max_kernels: int = 4,     # visitors served at once (each holds a kernel: about 0.3 GB with model.onnx, 0.9 GB on torch); more see a busy page
             preheat: int = 1,         # kernels kept ready, so the page appears in a second or two (0: none)
             idle_minutes: float = 10, # shut down a visitor's kernel idle this long
             orphan_seconds: int = 60, # ... or idle this long with no page connected (a bot, a tab closed at once)
             trust_pickle: bool = False, # open a .pkl model (a pickle can run code: only your own)
+            any_class: bool = False,  # always name a class: never say "none of these" for photos unlike the training images
            ):
     "Serve the app for MODEL in the browser, with Voila on 127.0.0.1."
     max_bytes = int(max_mb * 1e6)
     if max_kernels < 1 or preheat < 0 or idle_minutes <= 0 or orphan_seconds < 1: raise ImgclsError('--max-kernels, --idle-minutes and --orphan-seconds must be positive, --preheat at least 0')
-    clf = load_classifier(model, trust_pickle, max_bytes=max_bytes)  # a broken or refused model fails here, in one line, before serving
+    clf = app_classifier(model, trust_pickle, not any_class)  # a broken or refused model fails here, in one line, before serving
     if not port_free(port): raise ImgclsError(f'port {port} on 127.0.0.1 is in use: choose another with --port')
     os.environ.update({ENV_MODEL: str(Path(model).absolute()), ENV_TOP_K: str(top_k), ENV_MAX_BYTES: str(max_bytes),
-                       ENV_TRUST_PICKLE: '1' if trust_pickle else '0'})
+                       ENV_TRUST_PICKLE: '1' if trust_pickle else '0', ENV_ANY_CLASS: '1' if any_class else '0'})
     if threshold is not None: os.environ[ENV_THRESHOLD] = str(threshold)
     if title: os.environ[ENV_TITLE] = title
     share = str(Path(__file__).parent/'share')    # the `imgcls` Voila template

@@ -12,13 +12,14 @@ from pathlib import Path
 from fastcore.all import L, store_attr
 from .core import ImgclsError, image_files, open_rgb
 from .models import Backbone, create_backbone, DEFAULT_ARCH
+from .runtime import PRESIZE, presize as presize_for  # one home: runtime (the name `presize` is an argument here)
 from fastai.vision.all import (DataBlock, TransformBlock, Transform, CategoryBlock, IntToFloatTensor, PILImage, Resize, ResizeMethod, Normalize,
                                GrandparentSplitter, RandomSplitter, parent_label, aug_transforms)
 from PIL import Image
 
 # %% auto #0
-__all__ = ['VALID_NAMES', 'PRESIZE', 'split_folders', 'LabelReport', 'check_labels', 'RGBImage', 'ReadImage', 'presize_for',
-           'Presize', 'default_workers', 'dataset_items', 'image_dataloaders']
+__all__ = ['VALID_NAMES', 'split_folders', 'LabelReport', 'check_labels', 'RGBImage', 'ReadImage', 'Presize', 'default_workers',
+           'dataset_items', 'image_dataloaders']
 
 # %% ../nbs/07_data.ipynb #332db473
 VALID_NAMES = ('valid', 'val', 'validation')
@@ -109,13 +110,6 @@ class ReadImage(Transform):
     def encodes(self, fn) -> RGBImage: return RGBImage.create(fn, draft=self.draft)
 
 # %% ../nbs/07_data.ipynb #4ef25558
-PRESIZE = 1.4  # the random training crop (and the JPEG decode size) is this many times the training size
-
-def presize_for(size: int, # training (and inference) side length
-               ) -> int:
-    "Side of the random square crop taken from a training image before augmentation brings it to `size`."
-    return int(size * PRESIZE)
-
 class Presize(Resize):
     "Training: a random square crop resized to `presize`. Validation and inference: the centre square resized to `size`."
     def __init__(self, size: int, presize: int, resample=Image.BICUBIC):

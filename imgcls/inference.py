@@ -6,27 +6,24 @@ Docs: https://imgcls.github.io/imgcls/inference.html.md"""
 
 # %% ../nbs/13_inference.ipynb #ef98ab6e
 from __future__ import annotations
-import json as jsonlib, os, re, time, warnings
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+import json as jsonlib, os, re, sys, time, warnings
 from pathlib import Path
 import numpy as np, torch
 from torch import nn
 from PIL import Image
 from . import __version__
-from .core import ImgclsError, MAX_PIXELS, open_rgb, image_files
-from .modelfile import load_safe_model, presize
+from .core import ImgclsError, MAX_PIXELS, open_rgb, image_files, file_sha256
+from .runtime import (NOT_SURE, NONE_OF_THESE, Prediction, Predictor, classifier_graph, frozen_forward, human_size, preprocess_np,
+                            presize, safe_paths)
+from .modelfile import load_safe_model
+from .ood import DomainCheck
 from fastcore.basics import patch
 
 # %% auto #0
-__all__ = ['NOT_SURE', 'human_size', 'load_image', 'preprocess', 'Prediction', 'Classifier', 'load_classifier', 'cli_predict']
+__all__ = ['load_image', 'Classifier', 'load_classifier', 'cli_predict']
 
 # %% ../nbs/13_inference.ipynb #83443927
 from .fetch import fetch, MAX_BYTES  # MAX_BYTES: default cap on a downloaded or uploaded image file, in bytes
-
-def human_size(n: int) -> str:
-    "`n` bytes, for a person: '2.5 MB', '300 kB', '12 bytes'."
-    return f'{n/1e6:.1f} MB' if n >= 1e6 else f'{n/1e3:.0f} kB' if n >= 1e3 else f'{n} bytes'
 
 def _array_image(a: np.ndarray) -> Image.Image:
     "A PIL image from an HxW or HxWxC array (uint8, or floats in 0..1)."
@@ -59,54 +56,30 @@ def load_image(x,                         # a path, an http(s) URL, bytes, a PIL
     elif not isinstance(x, Image.Image): raise ImgclsError(f'cannot read an image from a {type(x).__name__}', 'invalid')
     return open_rgb(x, max_pixels=max_pixels, draft=draft)
 
-# %% ../nbs/13_inference.ipynb #d7c8cd92
-def _resample(name: str) -> int:
-    "PIL's resampling filter called `name` (e.g. 'bicubic')."
-    return getattr(Image.Resampling, str(name).upper(), Image.Resampling.BICUBIC)
-
-def preprocess(im: Image.Image, # an RGB image (see `load_image`)
-               config: dict,    # the model's config: size, mean, std, interpolation
-              ) -> torch.Tensor:
-    "The (3, size, size) float tensor the model sees for `im`: centre square, resized, normalised."
-    size, (w, h) = config['size'], im.size
-    m = min(w / size, h / size)                     # as fastai's Resize(method='crop') at validation
-    cw = ch = int(m * size)
-    left, top = int(0.5 * (w - cw)), int(0.5 * (h - ch))
-    im = im.crop((left, top, left + cw, top + ch)).resize((size, size), _resample(config['interpolation']))
-    x = torch.from_numpy(np.asarray(im, dtype=np.uint8).copy()).permute(2, 0, 1).float() / 255
-    mean, std = (torch.tensor(config[k], dtype=torch.float32)[:, None, None] for k in ('mean', 'std'))
-    return (x - mean) / std
-
 # %% ../nbs/13_inference.ipynb #82c01e0c
-NOT_SURE = 'not sure'  # the label given when the top probability is below `threshold`
-
-@dataclass
-class Prediction:
-    "What a `Classifier` says about one image."
-    label: str          # the most likely class, or NOT_SURE when its probability is below the threshold
-    probability: float  # the probability of the most likely class
-    top_k: list         # [(class, probability), ...], most likely first
-    def to_dict(self) -> dict: return dict(label=self.label, probability=self.probability, top_k=[list(t) for t in self.top_k])
-
-def _name(x) -> str:
-    "How to call input `x` in a message."
-    return str(x) if isinstance(x, (str, os.PathLike)) else type(x).__name__
-
-class Classifier:
-    "A trained model and its input config; predicts in eval mode under `torch.inference_mode()`."
-    def __init__(self, model: nn.Module,            # maps (N, 3, size, size) to class logits
+class Classifier(Predictor):
+    "A trained torch model and its input config: predicts on ONNX Runtime on the CPU, on torch on a GPU (see `imgcls.runtime.frozen_forward`)."
+    def __init__(self, model: nn.Module,            # an `ImageClassifier` (or any module mapping (N, 3, size, size) to class logits)
                  config: dict|None = None,          # arch, size, mean, std, interpolation, vocab; default `model.config`
                  max_bytes: int = MAX_BYTES,        # cap on downloaded and in-memory image files
                  max_pixels: int = MAX_PIXELS,      # cap on an image's pixels
                  n_workers: int = min(4, os.cpu_count() or 1), # threads decoding images
-                 channels_last: bool = True,        # convert the model (in place) to channels-last memory: same results, faster on CPU
+                 channels_last: bool = True,        # convert the model (in place) to channels-last memory: same results, faster torch on CPU
+                 domain: DomainCheck|None = None,   # the model's domain check (`imgcls.ood`): NONE_OF_THESE for images unlike the training images
+                 check_domain: bool = True,         # False: never NONE_OF_THESE (`in_domain` is None)
+                 runtime: str|None = None,          # 'auto', 'onnx' or 'torch' (see `imgcls.runtime.RUNTIMES`); default `$IMGCLS_RUNTIME` or 'auto'
+                 onnx_path: Path|str|None = None,   # the model's verified model.onnx (its `classifier_graph`); default: exported to the cache when needed
                 ):
         config = config or getattr(model, 'config', None)
         if not config: raise ImgclsError('this model has no imgcls config (arch, size, vocab...): was it trained with imgcls?')
         self.model, self.config, self.vocab = model, dict(config), list(config['vocab'])
         self.max_bytes, self.max_pixels, self.n_workers, self.channels_last = max_bytes, max_pixels, n_workers, channels_last
         self.extras, self.extra_config = {}, {}       # extra tensors and settings saved with the model (see `load_classifier`)
+        self.domain, self.check_domain = domain, check_domain
+        self.domain_threshold = None if domain is None else domain.threshold
+        self.runtime, self.onnx_path, self._forward = runtime, onnx_path, None
         if channels_last: model.to(memory_format=torch.channels_last)
+        self.graph = classifier_graph(model, *((domain.refs, domain.k) if domain is not None else ()))
 
     def __repr__(self):
         c = self.config
@@ -118,67 +91,40 @@ class Classifier:
 
     def tensor(self, x) -> torch.Tensor:
         "The preprocessed (3, size, size) input for image `x`."
-        return preprocess(self.image(x), self.config)
+        return torch.from_numpy(self.array(x))
+
+    @property
+    def forward(self):
+        "The graph's forward: on ONNX Runtime (a function with a `session`) or the torch graph itself; chosen on first use."
+        if self._forward is None:
+            self._forward = frozen_forward(self.graph, self.config['size'], f"{self.config['arch']}-classifier", self.runtime, self.onnx_path)
+        return self._forward
+
+    def outputs(self, xb) -> tuple:
+        "`(logits, domain scores or None)` as arrays for a batch of preprocessed images."
+        self.model.eval()
+        fwd, xb = self.forward, torch.as_tensor(xb)
+        if fwd is self.graph:
+            dev = next(self.model.parameters()).device
+            if self.graph.refs is not None and self.graph.refs.device != dev: self.graph.to(dev)
+            xb = xb.to(dev).contiguous(memory_format=torch.channels_last if self.channels_last else torch.contiguous_format)
+        with torch.inference_mode(): out = fwd(xb)
+        out = out if isinstance(out, tuple) else (out,)
+        return out[0].float().cpu().numpy(), (out[2].float().cpu().numpy() if len(out) > 2 else None)
 
     def probs(self, xb: torch.Tensor) -> torch.Tensor:
         "Class probabilities for a batch of preprocessed images."
-        self.model.eval()
-        dev = next(self.model.parameters()).device
-        xb = xb.to(dev).contiguous(memory_format=torch.channels_last if self.channels_last else torch.contiguous_format)
-        with torch.inference_mode(): return self.model(xb).float().softmax(1).cpu()
-
-    def _prediction(self, p: torch.Tensor, top_k: int, threshold: float|None) -> Prediction:
-        vals, idx = p.topk(min(top_k, len(self.vocab)))
-        top = [(self.vocab[i], round(float(v), 6)) for v, i in zip(vals, idx)]
-        label = NOT_SURE if threshold is not None and top[0][1] < threshold else top[0][0]
-        return Prediction(label, top[0][1], top)
-
-    def _tensor_or_error(self, x):
-        try: return self.tensor(x)
-        except ImgclsError as e: return e
-
-    def predict_batch(self, xs: list,                 # images: paths, URLs, bytes, PIL images or arrays
-                      top_k: int = 3,                 # how many classes to report per image
-                      threshold: float|None = None,   # below this top probability the label is NOT_SURE
-                      bs: int = 32,                   # images per forward pass
-                      return_errors: bool = False,    # put the `ImgclsError` saying why an image is unreadable in its place instead of raising it
-                     ) -> list:
-        "A `Prediction` for each image in `xs`, decoding the next batch while the model runs on this one."
-        if top_k < 1: raise ImgclsError(f'top_k must be at least 1, not {top_k}')
-        if threshold is not None and not 0 <= threshold <= 1: raise ImgclsError(f'threshold must be between 0 and 1, not {threshold}')
-        xs, out = list(xs), []
-        chunks = [xs[i:i+bs] for i in range(0, len(xs), bs)]
-        def finish(xs, ts):
-            errs = [(x, t) for x, t in zip(xs, ts) if isinstance(t, ImgclsError)]
-            if errs and not return_errors: x, e = errs[0]; raise ImgclsError(f'{_name(x)}: {e.detail}', e.kind, **e.info) from e
-            ok = [t for t in ts if isinstance(t, torch.Tensor)]
-            ps = iter(self.probs(torch.stack(ok)) if ok else [])
-            out.extend(t if isinstance(t, ImgclsError) else self._prediction(next(ps), top_k, threshold) for t in ts)
-        if len(xs) == 1: finish(xs, [self._tensor_or_error(xs[0])]); return out   # no threads for a single image
-        with ThreadPoolExecutor(self.n_workers) as ex:
-            pending = [ex.submit(self._tensor_or_error, x) for x in chunks[0]] if chunks else []
-            for c in range(len(chunks)):
-                ts = [f.result() for f in pending]
-                pending = [ex.submit(self._tensor_or_error, x) for x in chunks[c+1]] if c+1 < len(chunks) else []
-                finish(chunks[c], ts)
-        return out
-
-    def predict(self, x,                           # a path, http(s) URL, bytes, PIL image or numpy array
-                top_k: int = 3,                    # how many classes to report
-                threshold: float|None = None,      # below this top probability the label is NOT_SURE
-               ) -> Prediction:
-        "The label, its probability and the `top_k` classes for one image."
-        return self.predict_batch([x], top_k, threshold)[0]
+        return torch.from_numpy(self.outputs(xb)[0]).softmax(1)
 
 # %% ../nbs/13_inference.ipynb #1af740fa
 @patch
-def predict_folder(self: Classifier,
+def predict_folder(self: Predictor,
                    path: Path|str,               # folder of images (searched recursively)
                    out_csv: Path|str|None = None, # write the table here as CSV too
                    threshold: float|None = None, # below this top probability the label is NOT_SURE
                    bs: int = 32,                 # images per forward pass
                   ):
-    "A DataFrame (and optional CSV) with the prediction for each image below `path`."
+    "A DataFrame (and optional CSV) with the prediction for each image below `path`; an `in_domain` column when the model checks it."
     import pandas as pd
     path = Path(path)
     if not path.is_dir(): raise ImgclsError(f'no such folder: {path}')
@@ -188,23 +134,40 @@ def predict_folder(self: Classifier,
     for f, p in zip(files, preds):
         row = dict(file=str(f.relative_to(path)), label=None, probability=None, error=None)
         if isinstance(p, ImgclsError): row['error'] = p.detail
-        else: row.update(label=p.label, probability=p.probability, **{f'prob_{c}': v for c, v in p.top_k})
+        else: row.update(label=p.label, in_domain=p.in_domain, probability=p.probability, **{f'prob_{c}': v for c, v in p.top_k})
         rows.append(row)
-    df = pd.DataFrame(rows, columns=['file', 'label', 'probability', 'error'] + [f'prob_{c}' for c in self.vocab])
+    cols = ['file', 'label'] + (['in_domain'] if self.checks_domain else []) + ['probability', 'error'] + [f'prob_{c}' for c in self.vocab]
+    df = pd.DataFrame(rows, columns=cols)
     if out_csv is not None: df.to_csv(out_csv, index=False)
     return df
 
 # %% ../nbs/13_inference.ipynb #6562f8ce
+def _note(line: str, said=set()):
+    "Print `line` to stderr once per process."
+    if line not in said: said.add(line); print(line, file=sys.stderr)
+
+def _verified_onnx(sm) -> Path|None:
+    "The model's model.onnx when its SHA-256 is the recorded one; else None, with one line saying why."
+    name = sm.onnx.get('onnx')
+    if not isinstance(name, str) or name != Path(name).name: return None
+    p = sm.path.parent/name
+    if p.is_file() and file_sha256(p) == sm.onnx.get('onnx_sha256'): return p
+    _note(f'imgcls: ignoring {p.name} ({"it does not match its recorded SHA-256" if p.is_file() else "missing"}): the network is exported again or runs on torch')
+    return None
+
 def load_classifier(path: Path|str,             # a safe model (.safetensors, .json or folder), or a fastai export (.pkl) you trust
                     allow_pickle: bool = False, # open a .pkl (a pickle: it can run code); False refuses it unopened
+                    check_domain: bool = True,  # say NONE_OF_THESE for images unlike the training images (models saved with a domain check)
+                    runtime: str|None = None,   # 'auto', 'onnx' or 'torch'; default `$IMGCLS_RUNTIME` or 'auto' (ONNX Runtime on the CPU)
                     **kwargs,                   # passed to `Classifier`: max_bytes, max_pixels, n_workers
                    ) -> Classifier:
-    "A `Classifier` from a saved imgcls model; a `.pkl` is opened only with `allow_pickle=True`."
+    "A `Classifier` from a saved imgcls model, with its domain check and verified model.onnx when saved with them; a `.pkl` is opened only with `allow_pickle=True`."
     path = Path(path)
     if not path.exists(): raise ImgclsError(f'no such model: {path}', 'missing', path=str(path))
     if path.suffix.lower() != '.pkl':
         model, sm = load_safe_model(path)
-        clf = Classifier(model, sm.config, **kwargs)
+        domain = DomainCheck.from_state(sm.extras, sm.extra_config) if 'ood' in sm.extra_config else None
+        clf = Classifier(model, sm.config, domain=domain, check_domain=check_domain, runtime=runtime, onnx_path=_verified_onnx(sm), **kwargs)
         clf.extras, clf.extra_config = sm.extras, sm.extra_config
         return clf
     if not allow_pickle:
@@ -215,28 +178,32 @@ def load_classifier(path: Path|str,             # a safe model (.safetensors, .j
     with warnings.catch_warnings():  # the caller opted in: fastai's own warning would only repeat it
         warnings.filterwarnings('ignore', message='.*load_learner.*insecure pickle')
         learn = load_learner(path, cpu=True)
-    return Classifier(learn.model.eval(), getattr(learn.model, 'config', None), **kwargs)
+    return Classifier(learn.model.eval(), getattr(learn.model, 'config', None), check_domain=check_domain, runtime=runtime, **kwargs)
 
 # %% ../nbs/13_inference.ipynb #141806ca
+def _line(p: Prediction) -> str:
+    "How `imgcls predict` shows a prediction: the label, its probability, the runners-up (the closest classes for 'none of these')."
+    if p.label == NONE_OF_THESE: return f"{NONE_OF_THESE}   (closest: {', '.join(f'{c} {v:.1%}' for c, v in p.top_k)})"
+    rest = ', '.join(f'{c} {v:.1%}' for c, v in p.top_k[1:])
+    return f'{p.label} {p.probability:.1%}' + (f'   ({rest})' if rest else '')
+
 def cli_predict(model: Path,              # trained model: .safetensors/.json/folder (safe), or a .pkl with --trust-pickle
                 *images: str,             # image files, folders of images, or http(s) URLs
                 top_k: int = 3,           # how many classes to show per image
                 threshold: float = None,  # say "not sure" when the top probability is below this
                 json: bool = False,       # print a JSON object as the last line
                 trust_pickle: bool = False, # open a .pkl model (a pickle can run code: only your own)
+                any_class: bool = False,  # always name a class: never say "none of these" for images unlike the training images
                ):
     "Predict the class of images with a trained model."
-    clf = load_classifier(model, allow_pickle=trust_pickle)
+    clf = load_classifier(model, allow_pickle=trust_pickle, check_domain=not any_class)
     items = []
     for x in images:
         items.extend(image_files(x) if not re.match(r'https?://', x, re.I) and Path(x).is_dir() else [x])
     if not items: raise ImgclsError('no images given (or the folders hold none)')
     preds = clf.predict_batch(items, top_k, threshold, return_errors=True)
     width = min(max(len(str(x)) for x in items), 60)
-    for x, p in zip(items, preds):
-        if isinstance(p, ImgclsError): print(f'{str(x):<{width}}  error: {p.detail}'); continue
-        rest = ', '.join(f'{c} {v:.1%}' for c, v in p.top_k[1:])
-        print(f'{str(x):<{width}}  {p.label} {p.probability:.1%}' + (f'   ({rest})' if rest else ''))
+    for x, p in zip(items, preds): print(f'{str(x):<{width}}  ' + (f'error: {p.detail}' if isinstance(p, ImgclsError) else _line(p)))
     if json:
         rows = [dict(image=str(x), error=p.detail) if isinstance(p, ImgclsError) else dict(image=str(x), **p.to_dict())
                 for x, p in zip(items, preds)]

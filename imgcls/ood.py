@@ -12,11 +12,10 @@ import numpy as np, torch
 from .core import ImgclsError
 
 # %% auto #0
-__all__ = ['NONE_OF_THESE', 'STATE_VERSION', 'SAMPLE_PHOTOS', 'normalise', 'DomainCheck', 'fit_domain', 'auroc', 'fpr_at',
-           'unrelated_photos']
+__all__ = ['STATE_VERSION', 'SAMPLE_PHOTOS', 'normalise', 'DomainCheck', 'fit_domain', 'auroc', 'fpr_at', 'unrelated_photos']
 
 # %% ../nbs/11_ood.ipynb #b79b1b44
-NONE_OF_THESE = 'none of these'  # the label of an image that does not look like the training images
+from .runtime import NONE_OF_THESE  # the label of an image that does not look like the training images (one home: runtime, which predicts without torch)
 STATE_VERSION = 1                # of the saved form (`DomainCheck.state`)
 
 def normalise(feats, # one feature vector per row: a tensor or an array

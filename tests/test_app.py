@@ -35,9 +35,33 @@ def model(tmp_path_factory):
         photo, examples = image_files(data/'circle')[0], [image_files(data/c)[1] for c in ('circle', 'square')]
     res = train(data, 'efficientnet_lite0', size=None if ab else 64, top_epochs=0, out=tmp/'model', verbose=False)
     path = Path(res['model_path'])
+    if 'ood' not in (json.loads((path/'model.json').read_text()).get('extra_config') or {}): add_domain_check(path, data, ab)
     (path/'examples').mkdir()
     for f in examples: shutil.copy(f, path/'examples'/f.name)
     return path, photo, res['classes']
+
+
+def add_domain_check(path: Path, data: Path, ab):
+    "Fit the 'none of these' check on the model's features and save it with the model (until `train` does it itself)."
+    import torch
+    from imgcls.inference import load_classifier
+    from imgcls.modelfile import save_safe
+    from imgcls.ood import fit_domain
+    clf = load_classifier(path, runtime='torch')
+    body = clf.model.body.eval()
+    def feats(files):
+        with torch.inference_mode(): return body(torch.stack([clf.tensor(f) for f in files]))
+    valid = image_files(ab/'val')[::8] if ab else image_files(data)[::3]
+    tensors, settings = fit_domain(feats(image_files(data)), feats(valid)).state()
+    save_safe(clf.model, path, extras=tensors, extra_config=settings)
+
+
+def unrelated_photo(tmp: Path) -> Path:
+    "scikit-image's cat, as a JPEG: unlike any ants, bees or toy shapes."
+    import skimage
+    from PIL import Image
+    Image.fromarray(skimage.data.chelsea()).save(tmp/'chelsea.jpg', quality=90)
+    return tmp/'chelsea.jpg'
 
 
 def free_port() -> int:
@@ -151,6 +175,14 @@ def not_clipped(page, selector: str) -> list:
         e.getBoundingClientRect().right > document.documentElement.clientWidth + 1).map(e => e.textContent)''')
 
 
+def overlapping(page, text_selector: str, other_selector: str) -> list:
+    "Texts of `text_selector` elements whose text (not just their box) is covered by a visible `other_selector` element."
+    return page.evaluate("""([a, b]) => { const others = [...document.querySelectorAll(b)].map(e => e.getBoundingClientRect()).filter(r => r.width && r.height);
+        return [...document.querySelectorAll(a)].filter(e => { const r = document.createRange(); r.selectNodeContents(e);
+            return [...r.getClientRects()].some(t => others.some(o => t.left < o.right - 1 && o.left < t.right - 1 && t.top < o.bottom - 1 && o.top < t.bottom - 1)); })
+          .map(e => e.textContent); }""", [text_selector, other_selector])
+
+
 def test_page(model, server, browser):
     "Pick, drop, click an example; bad files get sentences; results stay until Clear; readable at 1200 and 390 px; nothing from elsewhere."
     from playwright.sync_api import expect
@@ -183,7 +215,9 @@ def test_page(model, server, browser):
         expect(cards).to_have_count(3, timeout=60_000)
         assert page.locator('.imgcls-pickbtn').inner_text() == 'Choose photos'
         page.screenshot(path=str(ARTIFACTS/'app-1200.png'), full_page=True)
-        assert not_clipped(page, 'h1, .imgcls-label, .imgcls-v, .imgcls-name, .imgcls-error p') == []
+        assert page.locator('.imgcls-status').inner_text() == '3 classified; 2 could not be'
+        assert not_clipped(page, 'h1, .imgcls-label, .imgcls-v, .imgcls-name, .imgcls-error p, .imgcls-status') == []
+        assert overlapping(page, '.imgcls-status', '.imgcls-bar button') == []
         lefts = page.eval_on_selector_all('.imgcls-result .imgcls-bars', 'els => els.map(e => Math.round(e.getBoundingClientRect().left))')
         assert len(set(lefts)) <= 3, lefts       # one x per column of cards: the bars never follow the thumbnail's width
         assert page.locator('.imgcls-app').bounding_box()['width'] > 900     # uses the width
@@ -191,7 +225,8 @@ def test_page(model, server, browser):
         page.set_viewport_size({'width': 390, 'height': 844})
         page.wait_for_timeout(500)
         page.screenshot(path=str(ARTIFACTS/'app-390.png'), full_page=True)
-        assert not_clipped(page, 'h1, .imgcls-label, .imgcls-v, .imgcls-name, .imgcls-error p, .imgcls-pickbtn') == []
+        assert not_clipped(page, 'h1, .imgcls-label, .imgcls-v, .imgcls-name, .imgcls-error p, .imgcls-pickbtn, .imgcls-status') == []
+        assert overlapping(page, '.imgcls-status', '.imgcls-bar button') == []
         assert page.evaluate('document.documentElement.scrollWidth <= window.innerWidth + 1')
         assert len(set(page.eval_on_selector_all('.imgcls-result .imgcls-bars', 'els => els.map(e => Math.round(e.getBoundingClientRect().left))'))) == 1
 
@@ -209,6 +244,8 @@ def test_cap(model, server, browser):
     from playwright.sync_api import expect
     url, proc, log = server
     _, photo, _ = model
+    # the first N visitors: earlier tests' pages are closed, their kernels must be gone (within ORPHAN_S) before these arrive
+    assert wait_for(lambda: len(kernels(proc)) <= 1, 60), 'the kernels of pages closed by earlier tests were not freed'
     pages = []
     try:
         for _ in range(CAP): pages.append(open_app(browser, url)[0])
@@ -263,3 +300,32 @@ def test_app_busy_port(model):
                            capture_output=True, text=True, timeout=120)
     assert r.returncode == 1
     assert 'is in use' in r.stderr and len(r.stderr.strip().splitlines()) == 1
+
+
+def test_unrelated_photo(model, server, browser, tmp_path):
+    "A photo of none of the classes (a cat for an ants/bees model) gets the 'none of these' sentence, the closest class still shown."
+    from playwright.sync_api import expect
+    url, proc, log = server
+    _, _, classes = model
+    page = open_app(browser, url)[0]
+    try:
+        pick(page, unrelated_photo(tmp_path))
+        card = page.locator('.imgcls-result')
+        expect(card).to_have_count(1, timeout=60_000)
+        text = card.first.inner_text()
+        assert f"This doesn't look like any of: {', '.join(classes)}." in text, text
+        assert re.search(rf"Closest: ({'|'.join(map(re.escape, classes))}) \d+\.\d%", text), text
+        page.screenshot(path=str(ARTIFACTS/'app-unrelated.png'), full_page=True)
+    finally: page.close()
+
+
+def test_kernel_is_torch_free(server):
+    "With model.onnx beside the model, neither the server nor its kernels import torch: each kernel is a fraction of a torch one."
+    url, proc, log = server
+    assert 'predicting with torch' not in log.read_text()
+    ks = kernels(proc)
+    assert ks, 'no kernel (the preheated one should be there)'
+    for k in ks + [psutil.Process(proc.pid)]:
+        maps = open(f'/proc/{k.pid}/maps').read()
+        assert 'libtorch' not in maps, f'process {k.pid} ({" ".join(k.cmdline()[:3])}) loaded torch'
+    print('kernel RSS:', [f'{k.memory_info().rss/1e6:.0f} MB' for k in ks])
