@@ -6,7 +6,7 @@ Docs: https://imgcls.github.io/imgcls/app.html.md"""
 
 # %% ../nbs/17_app.ipynb #6f13a2ad
 from __future__ import annotations
-import asyncio, base64, html, importlib, io, json as jsonlib, logging, os, socket, uuid, weakref
+import base64, html, importlib, io, json as jsonlib, logging, os
 from pathlib import Path
 import ipywidgets as widgets
 from IPython.display import HTML, display
@@ -18,9 +18,8 @@ from .runtime import Predictor, Prediction, NOT_SURE, human_size, load_onnx_clas
 
 # %% auto #0
 __all__ = ['EXAMPLES_DIR', 'MAX_EXAMPLES', 'PAGE_CSS', 'ENV_MODEL', 'ENV_TOP_K', 'ENV_THRESHOLD', 'ENV_MAX_BYTES', 'ENV_TITLE',
-           'ENV_TRUST_PICKLE', 'ENV_ANY_CLASS', 'BUSY_PAGE', 'open_upload', 'thumbnail', 'result_card', 'error_card',
-           'page_head', 'heading', 'model_facts', 'ClassifyApp', 'app_classifier', 'classify_app', 'app_notebook',
-           'voila_config', 'port_free', 'cli_app']
+           'ENV_TRUST_PICKLE', 'ENV_ANY_CLASS', 'open_upload', 'thumbnail', 'result_card', 'error_card', 'page_head',
+           'heading', 'model_facts', 'ClassifyApp', 'app_classifier', 'classify_app', 'app_notebook']
 
 # %% ../nbs/17_app.ipynb #cf5bea9f
 _SENTENCES = dict(  # ImgclsError kind: what the page says after the file's name
@@ -280,140 +279,9 @@ def classify_app(model: Predictor|Path|str|None = None, # a classifier or saved 
     facts = {} if isinstance(model, Predictor) else model_facts(model)
     return ClassifyApp(clf, top_k, threshold, title=title or env.get(ENV_TITLE) or None, facts=facts, **kwargs)
 
-# %% ../nbs/17_app.ipynb #26177c24
-BUSY_PAGE = '''<!doctype html><html><head><meta charset="utf-8"><meta name="viewport" content="width=device-width">
-<meta http-equiv="refresh" content="60"><title>Busy</title></head><body style="font-family:sans-serif;margin:3em auto;max-width:30em;padding:0 1em">
-<h1>Busy, try again in a minute</h1><p class="imgcls-busy">Everyone the app can serve at once is using it right now. This page tries again by itself in a minute.</p></body></html>'''
-
-def _server_classes(max_kernels: int, orphan_seconds: int) -> tuple:
-    "`(kernel manager, page handler, Voila app)` classes that cap and cull kernels; built on first use so the app kernel never imports Voila."
-    from jupyter_server._tz import utcnow
-    from jupyter_server.services.kernels.kernelmanager import AsyncMappingKernelManager
-    from voila.app import Voila
-    from voila.tornado.handler import TornadoVoilaHandler
-
-    class AppKernelManager(AsyncMappingKernelManager):
-        "Jupyter Server's kernel manager, counting visitors' kernels and culling unconnected ones after `orphan_seconds`."
-        def __init__(self, **kw):
-            super().__init__(**kw)
-            self._alive, self._seen, self._task_kernel = set(), set(), weakref.WeakKeyDictionary()
-        async def start_kernel(self, *, kernel_id=None, **kw):
-            kernel_id = kernel_id or str(uuid.uuid4())
-            self._alive.add(kernel_id)                       # counted from the moment it starts starting
-            task = asyncio.current_task()
-            if task is not None: self._task_kernel[task] = kernel_id   # a preheat pool's task: its kernel is in the pool
-            try: return await super().start_kernel(kernel_id=kernel_id, **kw)
-            except BaseException: self._alive.discard(kernel_id); raise
-        async def shutdown_kernel(self, kernel_id, *a, **kw):
-            self._alive.discard(kernel_id); self._seen.discard(kernel_id)
-            return await super().shutdown_kernel(kernel_id, *a, **kw)
-        def visitors(self) -> int:
-            "Kernels given to visitors: all but those waiting in the preheat pool."
-            pool = {self._task_kernel.get(t) for p in getattr(self, '_pools', {}).values() for t in p}
-            self._alive &= set(self._kernels) | set(self._pending_kernels)   # forget kernels that died and were removed
-            return len(self._alive - pool)
-        async def cull_kernel_if_idle(self, kernel_id):   # Voila's subclass skips pooled kernels before calling this
-            k = self._kernels.get(kernel_id)
-            if k is None: return
-            if kernel_id not in self._seen: self._seen.add(kernel_id); k.last_activity = utcnow()   # a visitor's from now
-            idle = (utcnow() - k.last_activity).total_seconds()
-            if idle > orphan_seconds and not self._kernel_connections.get(kernel_id, 0) and getattr(k, 'execution_state', '') != 'busy':
-                self.log.info('Culling kernel %s: no page connected for %d s', kernel_id, idle)
-                return await self.shutdown_kernel(kernel_id)
-            return await super().cull_kernel_if_idle(kernel_id)
-
-    class CappedVoilaHandler(TornadoVoilaHandler):
-        "Voila's page handler, answering a busy page once `max_kernels` visitors hold a kernel."
-        _lock = None
-        async def get(self, path=None):
-            if path: return await super().get(path)
-            cls = type(self); cls._lock = cls._lock or asyncio.Lock()
-            await cls._lock.acquire(); held = True   # one admission at a time, until its kernel is counted
-            try:
-                if self.kernel_manager.visitors() >= max_kernels:
-                    self.set_status(503); self.set_header('Retry-After', '60'); self.set_header('Cache-Control', 'no-store')
-                    return self.finish(BUSY_PAGE)
-                async for chunk in self.get_generator(path=path):
-                    if held: cls._lock.release(); held = False    # the kernel exists and is counted by now
-                    self.write(chunk); self.flush()
-            finally:
-                if held: cls._lock.release()
-
-    class AppVoila(Voila):
-        "Voila, serving the page through `CappedVoilaHandler`."
-        def init_handlers(self):
-            return [(h[0], CappedVoilaHandler, *h[2:]) if h[1] is TornadoVoilaHandler else h for h in super().init_handlers()]
-
-    return AppKernelManager, CappedVoilaHandler, AppVoila
-
+# %% ../nbs/17_app.ipynb #f1877d45
 def app_notebook() -> Path:
     "The notebook that `imgcls app` serves with Voila."
     nb = Path(importlib.import_module('imgcls').__file__).parent/'app.ipynb'
     if not nb.is_file(): raise ImgclsError(f'{nb} is missing from the installation: reinstall imgcls', 'missing')
     return nb
-
-def voila_config(port: int,                 # port on 127.0.0.1
-                 max_bytes: int = MAX_BYTES, # largest upload
-                 max_kernels: int = 4,      # visitors served at once
-                 preheat: int = 1,          # kernels kept ready
-                 idle_minutes: float = 10,  # a visitor's idle kernel is shut down after this long
-                 orphan_seconds: int = 60,  # ... or after this long with no page connected
-                ):
-    "Voila settings for serving the app on 127.0.0.1:`port`, loading nothing from elsewhere, with bounded kernels."
-    from traitlets.config import Config
-    csp = '; '.join([
-        "default-src 'self'", "script-src 'self' 'unsafe-inline' 'unsafe-eval'", "style-src 'self' 'unsafe-inline'",
-        "img-src 'self' data: blob:", "font-src 'self' data:", f"connect-src 'self' ws://127.0.0.1:{port}",
-        "worker-src 'self' blob:", "frame-ancestors 'self'", "base-uri 'self'", "form-action 'self'"])
-    km, _, _ = _server_classes(max_kernels, orphan_seconds)
-    c = Config()
-    c.Voila.ip, c.Voila.port, c.Voila.port_retries, c.Voila.open_browser = '127.0.0.1', port, 0, False
-    c.Voila.tornado_settings = {'headers': {'Content-Security-Policy': csp},
-                                'websocket_max_message_size': max(100_000_000, 25 * max_bytes)}
-    v = c.VoilaConfiguration
-    v.template, v.file_allowlist, v.show_tracebacks, v.strip_sources = 'imgcls', [], False, True
-    v.extension_allowlist = [  # the widgets, not whatever other JupyterLab extensions are installed
-        '@jupyter-widgets/jupyterlab-manager', '@voila-dashboards/widgets-manager8', '@voila-dashboards/widgets-manager7']
-    v.multi_kernel_manager_class = km
-    v.preheat_kernel, v.default_pool_size = preheat > 0, max(preheat, 0)
-    m = c.MappingKernelManager
-    m.cull_idle_timeout, m.cull_connected, m.cull_busy = max(int(idle_minutes * 60), 1), True, False
-    m.cull_interval = max(1, min(30, orphan_seconds // 3))
-    return c
-
-def port_free(port: int) -> bool:
-    "True when nothing listens on 127.0.0.1:`port`."
-    with socket.socket() as s:
-        try: s.bind(('127.0.0.1', port)); return True
-        except OSError: return False
-
-# %% ../nbs/17_app.ipynb #f6a9d03a
-def cli_app(model: Path,              # trained model: .safetensors/.json/folder (safe), or a .pkl with --trust-pickle
-            port: int = 8866,         # port on 127.0.0.1
-            top_k: int = 3,           # classes shown per image when the model has more than 10
-            threshold: float = None,  # say "not sure" below this top probability
-            max_mb: float = 20,       # largest upload accepted, in MB
-            title: str = None,        # the page's heading (default: a question naming the classes)
-            max_kernels: int = 4,     # visitors served at once (each holds a kernel: about 0.3 GB with model.onnx, 0.9 GB on torch); more see a busy page
-            preheat: int = 1,         # kernels kept ready, so the page appears in a second or two (0: none)
-            idle_minutes: float = 10, # shut down a visitor's kernel idle this long
-            orphan_seconds: int = 60, # ... or idle this long with no page connected (a bot, a tab closed at once)
-            trust_pickle: bool = False, # open a .pkl model (a pickle can run code: only your own)
-            any_class: bool = False,  # always name a class: never say "none of these" for photos unlike the training images
-           ):
-    "Serve the app for MODEL in the browser, with Voila on 127.0.0.1."
-    max_bytes = int(max_mb * 1e6)
-    if max_kernels < 1 or preheat < 0 or idle_minutes <= 0 or orphan_seconds < 1: raise ImgclsError('--max-kernels, --idle-minutes and --orphan-seconds must be positive, --preheat at least 0')
-    clf = app_classifier(model, trust_pickle, not any_class)  # a broken or refused model fails here, in one line, before serving
-    if not port_free(port): raise ImgclsError(f'port {port} on 127.0.0.1 is in use: choose another with --port')
-    os.environ.update({ENV_MODEL: str(Path(model).absolute()), ENV_TOP_K: str(top_k), ENV_MAX_BYTES: str(max_bytes),
-                       ENV_TRUST_PICKLE: '1' if trust_pickle else '0', ENV_ANY_CLASS: '1' if any_class else '0'})
-    if threshold is not None: os.environ[ENV_THRESHOLD] = str(threshold)
-    if title: os.environ[ENV_TITLE] = title
-    share = str(Path(__file__).parent/'share')    # the `imgcls` Voila template
-    os.environ['JUPYTER_PATH'] = os.pathsep.join([share] + [p for p in os.environ.get('JUPYTER_PATH', '').split(os.pathsep) if p])
-    print(f'imgcls app: {clf}', flush=True)
-    print(f'imgcls app: at most {max_kernels} visitors at once, {preheat} kernel(s) kept ready, idle kernels stopped after {idle_minutes:g} min', flush=True)
-    print(f'imgcls app: open http://127.0.0.1:{port}/ in a browser (Ctrl-C stops it)', flush=True)
-    config = voila_config(port, max_bytes, max_kernels, preheat, idle_minutes, orphan_seconds)
-    _server_classes(max_kernels, orphan_seconds)[2].launch_instance(argv=[str(app_notebook())], config=config)

@@ -55,7 +55,8 @@ def n_threads() -> int:
     except AttributeError: return os.cpu_count() or 1
 
 def _require_ort():
-    "`onnxruntime`, or `ImgclsError` saying how to install it."
+    "`onnxruntime` with its telemetry off, or `ImgclsError` saying how to install it."
+    os.environ.setdefault('ORT_DISABLE_TELEMETRY', '1')  # else ONNX Runtime reports to Microsoft a few seconds after import (seen through a proxy)
     try: import onnxruntime; return onnxruntime
     except ImportError as e: raise ImgclsError('onnxruntime is not installed: run `pip install onnxruntime`', 'missing') from e
 

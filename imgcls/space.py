@@ -88,7 +88,7 @@ def predict(image):
     if image is None: raise gr.Error('Upload a photo first.')
     try: p = clf.predict(image, top_k=min(3, len(clf.vocab)))
     except ImgclsError as e: raise gr.Error(e.detail)
-    return dict(p['top_k']), NONE_OF_THESE if p.get('in_domain') is False else ''
+    return dict(p.top_k), NONE_OF_THESE if p.in_domain is False else ''
 
 demo = gr.Interface(predict, gr.Image(type='filepath', image_mode=None, label='Photo'),
                     [gr.Label(num_top_classes=3, label='Prediction'), gr.Markdown()],
