@@ -51,13 +51,13 @@ def _train_and_reload(tmp_path, data, *extra):
     res = json.loads(r.stdout.strip().splitlines()[-1])
     assert {'valid_accuracy', 'seconds', 'classes', 'model_path'} <= set(res)
     assert Path(res['model_path']) == tmp_path/'model.safetensors'
-    assert sorted(p.name for p in tmp_path.glob('model.*')) == ['model.json', 'model.safetensors']   # safe by default: no pickle
+    assert sorted(p.name for p in tmp_path.glob('model.*')) == ['model.json', 'model.onnx', 'model.safetensors']   # safe by default: no pickle
     assert 'validation accuracy' in r.stdout and 'pickle' not in r.stdout + r.stderr
     folder = Path(data)/'val' if (Path(data)/'val').is_dir() else Path(data)
     imgs = [f for c in res['classes'] for f in sorted((folder/c).iterdir())[:5]]
     p = imgcls('predict', res['model_path'], *imgs, '--json')
     assert p.returncode == 0, p.stderr[-2000:]
-    labels = [q['label'] for q in json.loads(p.stdout.strip().splitlines()[-1])['predictions']]
+    labels = [q['top_k'][0][0] for q in json.loads(p.stdout.strip().splitlines()[-1])['predictions']]
     right = sum(l == f.parent.name for l, f in zip(labels, imgs))
     assert right >= 0.8 * len(imgs), list(zip(labels, imgs))   # five images of each class, nearly all recognised
     return res
