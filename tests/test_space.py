@@ -143,7 +143,7 @@ def test_venv_has_only_the_space(space, venv):
     assert got == dict(torch=False, fastai=False, imgcls=str(space/'imgcls'/'__init__.py'), loaded=False), got
 
 
-def test_client_gets_bees(server):
+def test_client_gets_bees(server, model):
     "A real gradio_client sends a bee photo and gets 'bees'; one answer takes under 1 s; the Space started in under 30 s."
     url, client, start_s, rec, log = server
     photo = val_photos(6)[-1]
@@ -155,7 +155,10 @@ def test_client_gets_bees(server):
     print(f'\none-image answer (gradio_client round trip, median of 5): {answer_s*1000:.0f} ms')
     assert label['label'] == 'bees', label
     assert [c['label'] for c in label['confidences']] == ['bees', 'ants']
-    assert sentence == ''                      # in the domain (or a model without the check): no "none of these" sentence
+    # the sentence follows `imgcls predict`'s verdict on the same photo (a 40-photo model may call a bee unlike its training photos)
+    from imgcls.inference import load_classifier
+    in_domain = load_classifier(model[0]).predict(photo).in_domain
+    assert (sentence == '') == (in_domain is not False), (sentence, in_domain)
     assert answer_s < 1, f'one image took {answer_s:.2f} s'
     assert start_s < 30, f'the Space took {start_s:.1f} s to give its first answer'
 
