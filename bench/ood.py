@@ -148,7 +148,7 @@ def report(rows, sizes, lat, hard, arch, keep, secs, load0, load1):
          f'Python {platform.python_version()}, torch {torch.__version__}, imgcls {imgcls.__version__}). Backbone: `{arch}`; '
          'features from the shared cache. Method: see the docstring of `bench/ood.py`.', '',
          f'- **kNN**: `imgcls.ood.fit_domain(keep={keep})`: cosine distance to the 5th nearest L2-normalised training feature (at most 2048 kept); '
-         f'threshold: the validation score of rank ceil((n+1)*{keep}) (split conformal).',
+         f'threshold: halfway between the validation score of rank ceil((n+1)*{keep}) and the next (split conformal; no validation image on the boundary).',
          '- **top probability**: the max softmax of the head trained as imgcls\'s fast path does (`fit_head`, 20 epochs); '
          'threshold by the same rule on its validation values (negated).',
          '- **FPR@95**: the share of unrelated images accepted at the threshold that keeps 95% of the validation images (the usual measure, Sun et al.).',

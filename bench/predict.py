@@ -187,13 +187,16 @@ def with_domain_check(model_dir: Path, data: Path) -> Path:
     return out
 
 def p50s(fns: dict, files: list) -> dict:
-    "Single-image latency p50/p95 (ms) of each `fns[name](file)`, interleaved in rotating order, after 3 warm-up calls each."
+    "Single-image latency p50/p95 (ms) of each `fns[name](file)`, interleaved in rotating order, after 3 warm-up calls each, 50 ms apart."
+    # 50 ms apart, as separate requests are: ONNX Runtime's threads spin for a while after each run, and a call made at once by
+    # another session (or torch) would be timed competing with them (that made a check look -50% or +100% "more expensive")
     ts = {k: [] for k in fns}
     for f in files[:3]:
         for fn in fns.values(): fn(f)
     names = list(fns)
     for i, f in enumerate(files):
         for k in names[i % len(names):] + names[:i % len(names)]:
+            time.sleep(0.05)
             t = time.perf_counter(); fns[k](f); ts[k].append(time.perf_counter() - t)
     return {k: (pct(v, 50), pct(v, 95)) for k, v in ts.items()}
 

@@ -12,7 +12,7 @@ from pathlib import Path
 from fastcore.all import L, store_attr
 from .core import ImgclsError, image_files, open_rgb
 from .models import Backbone, create_backbone, DEFAULT_ARCH
-from .runtime import PRESIZE, presize as presize_for  # one home: runtime (the name `presize` is an argument here)
+from .runtime import presize as presize_for  # one home: runtime (the name `presize` is an argument here)
 from fastai.vision.all import (DataBlock, TransformBlock, Transform, CategoryBlock, IntToFloatTensor, PILImage, Resize, ResizeMethod, Normalize,
                                GrandparentSplitter, RandomSplitter, parent_label, aug_transforms)
 from PIL import Image

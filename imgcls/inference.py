@@ -6,12 +6,11 @@ Docs: https://imgcls.github.io/imgcls/inference.html.md"""
 
 # %% ../nbs/13_inference.ipynb #ef98ab6e
 from __future__ import annotations
-import json as jsonlib, os, re, sys, time, warnings
+import json as jsonlib, os, re, sys, warnings
 from pathlib import Path
 import numpy as np, torch
 from torch import nn
 from PIL import Image
-from . import __version__
 from .core import ImgclsError, MAX_PIXELS, open_rgb, image_files, file_sha256
 from .runtime import (NOT_SURE, NONE_OF_THESE, Prediction, Predictor, classifier_graph, frozen_forward, human_size, preprocess_np,
                             presize, safe_paths)

@@ -7,6 +7,7 @@ Docs: https://imgcls.github.io/imgcls/learner.html.md"""
 # %% ../nbs/08_learner.ipynb #ea0d0a25
 from __future__ import annotations
 import io, sys
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
 import numpy as np, torch
@@ -74,6 +75,17 @@ def epoch_table(learn: Learner):
 def _save_npy(path: Path, a: np.ndarray):
     buf = io.BytesIO(); np.save(buf, a); write_atomic(path, buf.getvalue())
 
+def _ahead(batches):
+    "Yield the items of `batches`, preparing the next one in a thread while the caller works on this one."
+    # the forward pass (ONNX Runtime or torch) releases the GIL, and so do Pillow's decoding and resizing:
+    # on a 2-core CPU without DataLoader workers this overlaps them instead of taking turns
+    it, end = iter(batches), object()
+    with ThreadPoolExecutor(1) as ex:
+        nxt = ex.submit(next, it, end)
+        while (b := nxt.result()) is not end:
+            nxt = ex.submit(next, it, end)
+            yield b
+
 def forward_batches(learn: Learner,     # its `dls` prepares the images
                     module: torch.nn.Module, # run on each batch, in eval mode
                     items: list,         # image files
@@ -85,8 +97,9 @@ def forward_batches(learn: Learner,     # its `dls` prepares the images
     if not len(items): return
     module.eval()
     fwd = module if name is None else frozen_forward(module, learn.model.config['size'], name)
+    dl = learn.dls.test_dl(items, bs=bs)
     with torch.inference_mode():
-        for (xb,) in progress_bar(learn.dls.test_dl(items, bs=bs), leave=False, display=show_bars()):
+        for (xb,) in progress_bar(_ahead(dl), total=len(dl), leave=False, display=show_bars()):
             xb = xb.as_subclass(torch.Tensor)
             if flip: xb = xb.flip(3)
             with torch.autocast('cuda', enabled=xb.is_cuda):
@@ -127,7 +140,8 @@ def _tensor_dls(dls: DataLoaders, # the image DataLoaders the tensors were compu
     "fastai DataLoaders over precomputed tensors of `dls`'s images and their labels."
     yt = _labels(dls.train_ds) if yt is None else yt
     # drop_last=False: with fewer images than `bs`, fastai's default would silently train on nothing
-    return DataLoaders.from_dsets(TensorDataset(xt, yt), TensorDataset(xv, _labels(dls.valid_ds)), bs=bs, drop_last=False, device=dls.device)
+    # num_workers=0: the tensors are in memory; worker processes would only be forked (twice per epoch) to hand them over
+    return DataLoaders.from_dsets(TensorDataset(xt, yt), TensorDataset(xv, _labels(dls.valid_ds)), bs=bs, drop_last=False, device=dls.device, num_workers=0)
 
 def fit_head(learn: Learner,       # from `image_learner`
              epochs: int = 20,     # passes over the cached features
@@ -202,7 +216,7 @@ def fit_top(learn: Learner,        # from `image_learner` (its head is replaced 
     if split is None: tdls = _tensor_dls(dls, Mt, Mv, bs)
     else:
         fit, held = (torch.as_tensor(np.asarray(i)) for i in split)
-        tdls = DataLoaders.from_dsets(TensorDataset(Mt[fit], yt[fit]), TensorDataset(Mt[held].float(), yt[held]), bs=bs, drop_last=False, device=dls.device)
+        tdls = DataLoaders.from_dsets(TensorDataset(Mt[fit], yt[fit]), TensorDataset(Mt[held].float(), yt[held]), bs=bs, drop_last=False, device=dls.device, num_workers=0)
     if seed is not None: set_seed(seed)
     learn.model.head[1].reset_parameters()  # a fresh head: a converged one leaves the top almost no gradient to learn from
     top_learn = Learner(tdls, torch.nn.Sequential(top, learn.model.head), loss_func=LabelSmoothingCrossEntropyFlat(),

@@ -10,7 +10,6 @@ import json as jsonlib, sys
 from pathlib import Path
 from typing import NamedTuple
 import torch
-from torch import nn
 from . import __version__
 from .core import ImgclsError, file_sha256, write_atomic
 from .models import create_model

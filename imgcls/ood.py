@@ -82,9 +82,12 @@ def _sample(n: int, max_refs: int, labels, seed: int) -> torch.Tensor:
     return torch.cat(idx)[torch.randperm(sum(map(len, idx)), generator=g)[:max_refs]].sort().values
 
 def _threshold(scores, keep: float) -> float:
-    "The score of rank ceil((n+1)*keep) (split conformal): a new exchangeable score is at most it with probability >= keep."
+    "Just above the score of rank ceil((n+1)*keep) (split conformal): a new exchangeable score is at most it with probability >= keep."
     s = np.sort(np.asarray(scores, dtype=np.float64).ravel())
-    return float(s[min(len(s), math.ceil((len(s) + 1) * keep)) - 1])
+    r = min(len(s), math.ceil((len(s) + 1) * keep))
+    # halfway to the next score, not on the rank-r score itself: that validation image would otherwise sit on the boundary,
+    # and the 1e-7 by which ONNX Runtime's and torch's scores differ could flip its verdict
+    return float((s[r-1] + s[r]) / 2 if r < len(s) else s[-1] + 1e-4)
 
 def fit_domain(train_feats,            # features of the training images (the references)
                valid_feats,            # features of the validation images (they set the threshold)

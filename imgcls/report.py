@@ -257,7 +257,7 @@ def _domain_html(interp: Interpretation) -> str:
     "The 'None of these' section, or '' when the domain was not checked."
     d = getattr(interp, 'domain', None)
     if d is None: return ''
-    s = f'<section id="domain"><h2>None of these</h2>'
+    s = '<section id="domain"><h2>None of these</h2>'
     if not d['has_check']:
         return s + '<p>This model has no domain check: it was saved without one, so it names a class for every photo, however unlike the training images.</p></section>'
     v = d['valid']

@@ -9,7 +9,7 @@ from __future__ import annotations
 import copy, json as jsonlib, math, time
 from contextlib import nullcontext
 from pathlib import Path
-import numpy as np, torch
+import torch
 from .core import ImgclsError, quarantine_dir, verify_images, write_atomic
 from .models import DEFAULT_ARCH
 from .modelfile import save_safe, safe_paths
@@ -18,7 +18,7 @@ from .learner import image_learner, show_bars, epoch_table, compute_features, fi
 from .crossval import TOP_WHEN_BELOW, cross_validate_learner, needs_top
 from .labels import find_label_issues
 from .ood import fit_domain
-from fastai.vision.all import Learner, accuracy, set_seed
+from fastai.vision.all import Learner, set_seed
 
 # %% auto #0
 __all__ = ['LABEL_ISSUES', 'train', 'summary', 'cli_train']

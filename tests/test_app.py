@@ -4,10 +4,11 @@ Needs /usr/bin/chromium (`make chromium`). Screenshots go to test-artifacts/ (gi
 One server serves the tests in order, with short culling settings so the file stays quick:
 `--max-kernels 3 --preheat 1 --orphan-seconds 10 --idle-minutes 1`.
 """
-import base64, json, os, re, shutil, signal, socket, subprocess, sys, threading, time, urllib.error, urllib.request, warnings
+import base64, json, re, shutil, socket, subprocess, sys, threading, time, urllib.error, urllib.request
 from pathlib import Path
 import psutil, pytest
 from imgcls.core import example_data, make_toy_images, image_files
+from procs import stop_process_group
 
 ROOT = Path(__file__).resolve().parents[1]
 ARTIFACTS = ROOT/'test-artifacts'
@@ -35,25 +36,10 @@ def model(tmp_path_factory):
         photo, examples = image_files(data/'circle')[0], [image_files(data/c)[1] for c in ('circle', 'square')]
     res = train(data, 'efficientnet_lite0', size=None if ab else 64, top_epochs=0, out=tmp/'model', verbose=False)
     path = Path(res['model_path'])
-    if 'ood' not in (json.loads((path/'model.json').read_text()).get('extra_config') or {}): add_domain_check(path, data, ab)
+    assert 'ood' in (json.loads((path/'model.json').read_text()).get('extra_config') or {}), 'train saved no domain check'
     (path/'examples').mkdir()
     for f in examples: shutil.copy(f, path/'examples'/f.name)
     return path, photo, res['classes']
-
-
-def add_domain_check(path: Path, data: Path, ab):
-    "Fit the 'none of these' check on the model's features and save it with the model (until `train` does it itself)."
-    import torch
-    from imgcls.inference import load_classifier
-    from imgcls.modelfile import save_safe
-    from imgcls.ood import fit_domain
-    clf = load_classifier(path, runtime='torch')
-    body = clf.model.body.eval()
-    def feats(files):
-        with torch.inference_mode(): return body(torch.stack([clf.tensor(f) for f in files]))
-    valid = image_files(ab/'val')[::8] if ab else image_files(data)[::3]
-    tensors, settings = fit_domain(feats(image_files(data)), feats(valid)).state()
-    save_safe(clf.model, path, extras=tensors, extra_config=settings)
 
 
 def unrelated_photo(tmp: Path) -> Path:
@@ -131,14 +117,7 @@ def server(model, tmp_path_factory):
         if not wait_for(lambda: 'is filled with 1 kernel' in log.read_text(), 120): pytest.fail(f'no preheated kernel:\n{log.read_text()}')
         yield url, proc, log
     finally:
-        for sig, wait in ((signal.SIGTERM, 20), (signal.SIGKILL, 10)):
-            if proc.poll() is not None: break
-            try: os.killpg(proc.pid, sig)
-            except ProcessLookupError: break
-            try: proc.wait(wait)
-            except subprocess.TimeoutExpired: pass
-        try: os.killpg(proc.pid, signal.SIGKILL)   # kernels left in the group, if any
-        except ProcessLookupError: pass
+        stop_process_group(proc)   # kernels included
 
 
 @pytest.fixture(scope='module')

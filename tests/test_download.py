@@ -1,11 +1,9 @@
 "Integration tests of imgcls.download and imgcls.dataset: killed runs, address blocking, path safety, the CLI. Only 127.0.0.1 servers."
-import io, json, os, signal, subprocess, sys, time, types
-from pathlib import Path
+import json, os, signal, subprocess, sys, time, types
 from urllib.parse import quote
 
 import pandas as pd
 import pytest
-from PIL import Image
 
 import imgcls.download as dl
 import imgcls.dataset as ds

@@ -1,27 +1,24 @@
 """Inference outside the notebook: the `imgcls predict` command, downloads from a misbehaving 127.0.0.1 server,
 tampered and malicious model files."""
-import json, pickle, shutil, socket, subprocess, sys, threading, time, warnings
+import json, pickle, shutil, subprocess, sys, threading, time
 from functools import partial
-from http.server import BaseHTTPRequestHandler, SimpleHTTPRequestHandler, ThreadingHTTPServer
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 import numpy as np, pytest, torch
 from PIL import Image
-from imgcls.core import ImgclsError, file_sha256, image_files, make_toy_images
+from imgcls.core import ImgclsError, file_sha256, image_files
 from imgcls.fetch import fetch
 from imgcls.inference import NOT_SURE, load_classifier
-from imgcls.runtime import NONE_OF_THESE, OnnxClassifier, load_onnx_classifier
+from imgcls.runtime import NONE_OF_THESE, load_onnx_classifier
 from imgcls.modelfile import save_safe, safe_paths
 
 
 @pytest.fixture(scope='module')
-def models(tmp_path_factory):
-    "A toy lite0 model in the safe format and as a fastai export (asked for), and its images."
-    from imgcls.training import train
-    tmp = tmp_path_factory.mktemp('inference')
-    toy = make_toy_images(tmp/'toy', 12)
-    res = train(toy, 'efficientnet_lite0', size=64, out=tmp/'safe'/'model.safetensors', export_pkl=True, verbose=False)
+def models(toy_model):
+    "The session's toy lite0 model in the safe format and as a fastai export (asked for), and its images."
+    res, toy = toy_model
     safe = Path(res['model_path'])
-    return dict(pkl=Path(res['pkl_path']), safe=safe, model=load_classifier(safe).model, toy=toy, tmp=tmp)
+    return dict(pkl=Path(res['pkl_path']), safe=safe, model=load_classifier(safe).model, toy=toy)
 
 
 def imgcls(*args, timeout=180):

@@ -3,7 +3,7 @@
 The model is trained on a copy of the shared ants/bees set (its features are in the shared cache, so training takes seconds);
 the tests skip, saying why, when `example_data('hymenoptera_data')` is None.
 """
-import json, shutil
+import shutil
 from pathlib import Path
 from types import SimpleNamespace
 import numpy as np, pytest

@@ -1,6 +1,5 @@
 "Issue 15: `imgcls mislabeled` finds flipped labels on toy shapes, prints the ranked JSON summary, and moves nothing."
 import json, shutil
-from pathlib import Path
 import numpy as np, pytest
 from imgcls.core import make_toy_images, image_files
 from imgcls.labels import confident_learning, find_label_issues, cli_mislabeled

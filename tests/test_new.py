@@ -1,6 +1,5 @@
 "`imgcls new` end to end: offline from a folder, and from 'search' (a 127.0.0.1 image server) to a running app."
 import json, socket, subprocess, sys, time, urllib.request
-from pathlib import Path
 import pytest
 from fastcore.basics import AttrDict
 from imgcls.core import example_data, image_files, make_toy_images

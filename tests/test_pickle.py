@@ -85,12 +85,9 @@ def test_new_project_never_opens_an_old_pickle(tmp_path):
     assert res['model'] == str(proj/'model.safetensors') and res['app'] == f"imgcls app {proj/'model.safetensors'}"
 
 @pytest.fixture(scope='module')
-def exported(tmp_path_factory):
-    "A toy model trained with export_pkl=True: the safe pair and fastai's export beside it."
-    from imgcls.training import train
-    tmp = tmp_path_factory.mktemp('exported')
-    toy = make_toy_images(tmp/'toy', 12)
-    res = train(toy, 'efficientnet_lite0', size=64, out=tmp/'m'/'model.safetensors', export_pkl=True, verbose=False)
+def exported(toy_model):
+    "The session's toy model (trained with export_pkl=True): the safe pair and fastai's export beside it, and its images."
+    res, toy = toy_model
     return res, image_files(toy)
 
 def test_trusted_pickle_loads(exported):

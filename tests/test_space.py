@@ -5,10 +5,11 @@ Needs the shared ants/bees photos (skipped without them) and, for the browser te
 The install is quick where the dev extras (which include gradio) are installed: pip finds the wheels in its cache.
 Prints the Space's start time (process start -> first answer) and one image's answer time; targets 30 s and 1 s (issue 19).
 """
-import json, os, shutil, signal, socket, socketserver, statistics, subprocess, sys, threading, time, warnings
+import json, os, shutil, socket, socketserver, statistics, subprocess, sys, threading, time, warnings
 from pathlib import Path
 import pytest
 from imgcls.core import example_data, image_files
+from procs import stop_process_group
 
 CHROMIUM = '/usr/bin/chromium'
 CHROMIUM_ARGS = ['--no-sandbox', '--disable-gpu', '--disable-background-networking', '--disable-component-update',
@@ -125,12 +126,7 @@ def server(space, venv, tmp_path_factory):
         print(f'\nSpace start (process start -> first answer): {start_s:.1f} s')
         yield url, client, start_s, rec, log
     finally:
-        for sig, wait in ((signal.SIGTERM, 20), (signal.SIGKILL, 10)):
-            if proc.poll() is not None: break
-            try: os.killpg(proc.pid, sig)
-            except ProcessLookupError: break
-            try: proc.wait(wait)
-            except subprocess.TimeoutExpired: pass
+        stop_process_group(proc)
         rec.shutdown(); rec.server_close()
 
 
