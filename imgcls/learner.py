@@ -136,12 +136,14 @@ def _tensor_dls(dls: DataLoaders, # the image DataLoaders the tensors were compu
                 xv: torch.Tensor,  # one row per validation image of `dls`
                 bs: int,           # batch size
                 yt: torch.Tensor|None = None, # training labels, when `xt` is not one row per training image
+                yv: torch.Tensor|None = None, # validation labels, when `xv` is not one row per validation image
                ) -> DataLoaders:
     "fastai DataLoaders over precomputed tensors of `dls`'s images and their labels."
     yt = _labels(dls.train_ds) if yt is None else yt
+    yv = _labels(dls.valid_ds) if yv is None else yv
     # drop_last=False: with fewer images than `bs`, fastai's default would silently train on nothing
     # num_workers=0: the tensors are in memory; worker processes would only be forked (twice per epoch) to hand them over
-    return DataLoaders.from_dsets(TensorDataset(xt, yt), TensorDataset(xv, _labels(dls.valid_ds)), bs=bs, drop_last=False, device=dls.device, num_workers=0)
+    return DataLoaders.from_dsets(TensorDataset(xt, yt), TensorDataset(xv, yv), bs=bs, drop_last=False, device=dls.device, num_workers=0)
 
 def fit_head(learn: Learner,       # from `image_learner`
              epochs: int = 20,     # passes over the cached features
@@ -216,7 +218,7 @@ def fit_top(learn: Learner,        # from `image_learner` (its head is replaced 
     if split is None: tdls = _tensor_dls(dls, Mt, Mv, bs)
     else:
         fit, held = (torch.as_tensor(np.asarray(i)) for i in split)
-        tdls = DataLoaders.from_dsets(TensorDataset(Mt[fit], yt[fit]), TensorDataset(Mt[held].float(), yt[held]), bs=bs, drop_last=False, device=dls.device, num_workers=0)
+        tdls = _tensor_dls(dls, Mt[fit], Mt[held].float(), bs, yt=yt[fit], yv=yt[held])
     if seed is not None: set_seed(seed)
     learn.model.head[1].reset_parameters()  # a fresh head: a converged one leaves the top almost no gradient to learn from
     top_learn = Learner(tdls, torch.nn.Sequential(top, learn.model.head), loss_func=LabelSmoothingCrossEntropyFlat(),
