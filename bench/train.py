@@ -243,7 +243,7 @@ def imgcls_seed(path: Path, seed: int) -> dict:
     with torch.inference_mode(): folded = float((learn.model.head.eval()(Xv).argmax(1).numpy() == yv).mean())
     return dict(seconds=seconds, acc=res['valid_accuracy'], head=res['head_accuracy'], top=res['top_epochs'], kept=res['top_kept'],
                 holdout=res['holdout'], n_train=res['n_train'], n_valid=res['n_valid'], cv=res['cv_accuracy'], cv_std=res['cv_std'],
-                probe_cv=cv['cv_accuracy'], C=cv['C'], cv_seconds=cv_s, label_issues=res['label_issues'],
+                probe_cv=cv['cv_accuracy'], C=cv['C'], cv_seconds=cv_s, label_issues=res['label_issues'], steps=res['step_seconds'],
                 probe=float((probe.probs(Xv).argmax(1) == yv).mean()), folded=folded)
 
 def seeds_main(args):
@@ -253,11 +253,14 @@ def seeds_main(args):
     lines = [f"# Repeated splits: imgcls vs fastai over seeds {args.seeds}", '',
              f"{datetime.datetime.now().astimezone():%Y-%m-%d %H:%M %Z}. Command: `{' '.join(['python', *sys.argv])}`", '', *machine(), '',
              'Each data set is pooled into class folders (symbolic links), so each seed draws its own 20% validation split. '
-             "`cv ± cv_std` = train's `cv_accuracy` ± `cv_std`: the 5-fold cross-validated accuracy of the L2-normalised logistic-regression probe on the training images "
-             "(± the std over folds), or, when the fine-tuned top is kept, its accuracy on the held-out fold of the training images (± its binomial standard error). "
+             "`cv ± cv_std` = train's `cv_accuracy` ± `cv_std`: the 5-fold cross-validated accuracy of the L2-normalised logistic-regression probe on the training images, "
+             "or, when the fine-tuned top is kept, the accuracy on the held-out fold of the training images of the top fine-tuned on the other four "
+             "(the saved top is then fine-tuned again on every training image); ± is `accuracy_spread`: one standard deviation of what a validation set of this size "
+             "reads around the estimate by chance (the binomial error of the images the estimate was measured on, and of the validation images). "
              '`top` = epochs of `fit_top` (run when the probe cross-validates under 90%), `kept` = whether it beat the probe on the held-out fold (head / top accuracy there). '
              '`probe cv` = the probe\'s own CV; `probe` / `folded` = that probe, and the probe copied into the model head (`set_head`), on validation. '
-             '`cv s` = the cross-validation alone, on a warm cache. `within 2 std` = |valid - cv| <= 2 cv_std.', '']
+             '`cv s` = the cross-validation alone, on a warm cache; `choice s` = the fine-tuning on four folds that decides whether to keep the top (bottom maps included), '
+             '`refit s` = the fine-tuning again on every training image (`step_seconds` of `train`). `within 2 std` = |valid - cv| <= 2 cv_std.', '']
     within = lambda r: abs(r['acc'] - r['cv']) <= 2 * r['cv_std']
     n_within = [0, 0]
     try:
@@ -275,18 +278,21 @@ def seeds_main(args):
                     r |= dict(fastai=fa['acc'], fastai_s=fa['seconds'])
                 rows.append((seed, r)); print(r, flush=True)
             lines += [f"## {name}{sub}: {rows[0][1]['n_train']} train / {rows[0][1]['n_valid']} validation", '',
-                      '| seed | imgcls valid | head alone | top | kept (held-out head / top) | s | cv ± cv_std | within 2 std | probe cv | C | cv s | mislabeled | probe valid | folded head valid | fastai valid | fastai s |',
-                      '|---:|---:|---:|---:|---|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|']
+                      '| seed | imgcls valid | head alone | top | kept (held-out head / top) | s | cv ± cv_std | within 2 std | probe cv | C | cv s | choice s | refit s | mislabeled | probe valid | folded head valid | fastai valid | fastai s |',
+                      '|---:|---:|---:|---:|---|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|']
             for seed, r in rows:
                 ho = f" ({r['holdout']['head']:.4f} / {r['holdout']['top']:.4f})" if r['holdout'] else ''
                 lines.append(f"| {seed} | {r['acc']:.4f} | {r['head']:.4f} | {r['top']} | {'yes' if r['kept'] else 'no'}{ho} | {r['seconds']:.0f} | "
                              f"{r['cv']:.4f} ± {r['cv_std']:.4f} | {'yes' if within(r) else 'NO'} | {r['probe_cv']:.4f} | {r['C']:g} | {r['cv_seconds']:.1f} | "
+                             f"{r['steps'].get('top_choice', 0):.0f} | {r['steps'].get('top', 0):.0f} | "
                              f"{r['label_issues']} | {r['probe']:.4f} | {r['folded']:.4f} | {r.get('fastai', float('nan')):.4f} | {r.get('fastai_s', float('nan')):.0f} |")
                 n_within[0] += within(r); n_within[1] += 1
             ms = lambda k: f"{np.mean([r[k] for _, r in rows]):.4f} ± {np.std([r[k] for _, r in rows], ddof=1) if len(rows) > 1 else 0:.4f}"
             lines += ['', f"mean ± std over seeds: imgcls {ms('acc')}, head alone {ms('head')}, cv {ms('cv')}, probe {ms('probe')}, folded head {ms('folded')}"
                       + ('' if args.no_fastai else f", fastai {ms('fastai')}")
-                      + f"; default minus head alone, worst seed: {min(r['acc'] - r['head'] for _, r in rows):+.4f}", '']
+                      + f"; default minus head alone, worst seed: {min(r['acc'] - r['head'] for _, r in rows):+.4f}"
+                      + f"; cross-validation's share of the wall time, largest: {max(r['cv_seconds'] / r['seconds'] for _, r in rows):.1%}"
+                      + f"; the held-out choice's share, largest: {max(r['steps'].get('top_choice', 0) / r['seconds'] for _, r in rows):.1%}", '']
     finally: shutil.rmtree(work, ignore_errors=True)
     lines += [f"valid within 2 cv_std of cv_accuracy: {n_within[0]} of {n_within[1]} (data set, seed) runs", '']
     text = '\n'.join(lines) + '\n'

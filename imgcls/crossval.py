@@ -16,8 +16,8 @@ from .core import ImgclsError
 from .learner import compute_features, _labels
 
 # %% auto #0
-__all__ = ['CS', 'TOP_WHEN_BELOW', 'normalize', 'one_thread', 'Probe', 'fit_probe', 'oof_probs', 'cross_validate',
-           'cross_validate_learner', 'needs_top', 'set_head']
+__all__ = ['CS', 'TOP_WHEN_BELOW', 'normalize', 'one_thread', 'Probe', 'fit_probe', 'oof_probs', 'cross_validate', 'binomial_se',
+           'accuracy_spread', 'cross_validate_learner', 'needs_top', 'set_head']
 
 # %% ../nbs/09_crossval.ipynb #fa34f630
 CS = (1., 4., 16.)  # regularisation strengths tried by `cross_validate` (sklearn's C: larger fits harder)
@@ -112,7 +112,7 @@ def cross_validate(X,               # one feature row per training image
                    Xf = None,       # features of the mirrored images: also try mirror-averaged features
                    n_classes: int|None = None, # default: `max(y) + 1`
                   ) -> dict:
-    "Choose `C` (and mirror averaging) by stratified K-fold CV; `cv_accuracy`, `cv_std`, out-of-fold `probs` of the choice, the `folds`."
+    "Choose `C` (and mirror averaging) by stratified K-fold CV; `cv_accuracy`, `fold_std`, out-of-fold `probs` of the choice, the `folds`."
     y = np.asarray(y); c = n_classes or int(y.max()) + 1
     folds = _folds(y, k, seed)
     variants = {False: normalize(X)} | ({} if Xf is None else {True: _mirror(X, Xf)})
@@ -124,9 +124,24 @@ def cross_validate(X,               # one feature row per training image
             accs = np.array([(P[te].argmax(1) == y[te]).mean() for _, te in folds])
             grid[(C, mirror)] = float(accs.mean())
             if best is None or accs.mean() > best['cv_accuracy']:
-                best = dict(C=C, mirror=mirror, cv_accuracy=float(accs.mean()), cv_std=float(accs.std(ddof=1)),
+                best = dict(C=C, mirror=mirror, cv_accuracy=float(accs.mean()), fold_std=float(accs.std(ddof=1)),
                             fold_accuracies=accs.round(4).tolist(), probs=P)
-    return best | dict(k=len(folds), grid=grid, folds=folds)
+    return best | dict(k=len(folds), n=len(y), grid=grid, folds=folds)
+
+# %% ../nbs/09_crossval.ipynb #4bcd2b7e
+def binomial_se(acc: float, # an accuracy
+                n: int,     # measured on this many images
+               ) -> float:
+    "Standard error of an accuracy measured on `n` images (add-one estimate of p, so never zero)."
+    p = (acc * n + 1) / (n + 2)
+    return float(np.sqrt(p * (1 - p) / n))
+
+def accuracy_spread(acc: float,    # an accuracy estimate
+                    n_scored: int, # images it was measured on
+                    n_new: int,    # images of the set it should predict (the validation set)
+                   ) -> float:
+    "One standard deviation of the accuracy that `n_new` new images show, around the estimate `acc` measured on `n_scored`."
+    return float(np.hypot(binomial_se(acc, n_scored), binomial_se(acc, n_new)))
 
 # %% ../nbs/09_crossval.ipynb #c9a1f95e
 def cross_validate_learner(learn: Learner,  # from `image_learner`; its training images are cross-validated

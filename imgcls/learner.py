@@ -208,12 +208,13 @@ def fit_top(learn: Learner,        # from `image_learner` (its head is replaced 
             bs: int = 32,          # batch size
             seed: int|None = None, # seed the shuffling and the flips
             split: tuple|None = None, # `(fit, held_out)` index arrays into the training images: train on the first, score on the second (not on the validation images)
+            maps: dict|None = None, # `.maps` of an earlier `fit_top` with the same `n_top` on this body: skips the pass through the bottom
            ) -> Learner:
     "Fine-tune the top of `learn`'s body, with its head, on cached bottom maps; return the small Learner that did it (`.maps`: train and valid maps)."
     dls = learn.dls
     bottom, top = split_body(learn.model.body, n_top)
-    Mt = compute_maps(learn, bottom, dls.train.items, torch.float16)
-    Mv = compute_maps(learn, bottom, dls.valid.items)
+    if maps is None: maps = dict(train=compute_maps(learn, bottom, dls.train.items, torch.float16), valid=compute_maps(learn, bottom, dls.valid.items))
+    Mt, Mv = maps['train'], maps['valid']
     yt = _labels(dls.train_ds)
     if split is None: tdls = _tensor_dls(dls, Mt, Mv, bs)
     else:
@@ -226,7 +227,7 @@ def fit_top(learn: Learner,        # from `image_learner` (its head is replaced 
     top_learn.unfreeze()  # `image_learner` froze the whole body
     with epoch_table(top_learn): top_learn.fit_one_cycle(epochs, slice(lr, 10*lr))  # the new head learns 10x faster than the pretrained top
     learn.freeze(); learn.model.eval()
-    top_learn.maps = dict(train=Mt, valid=Mv)
+    top_learn.maps = maps
     return top_learn
 
 def pooled_from_maps(top: torch.nn.Module, # the (fine-tuned) top from `split_body`

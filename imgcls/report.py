@@ -26,13 +26,14 @@ def _r(x: float) -> float: return round(float(x), 4)
 
 @patch
 def to_dict(self: Interpretation) -> dict:
-    "The report's numbers as plain JSON-ready Python values (with `label_issues` and `domain` once checked)."
+    "The report's numbers as plain JSON-ready Python values (with `label_issues` and `domain` once checked, `training` when known)."
     pc = self.per_class()
     unknown = {f: dict(n=int(len(g)), predicted={k: int(v) for k, v in g.predicted.value_counts().items()})
                for f, g in self.unknown.groupby('folder')} if len(self.unknown) else {}
     checks = {}  # from `check_labels` and `check_domain`, below
     if getattr(self, 'label_issues', None) is not None: checks['label_issues'] = _label_dict(self)
     if getattr(self, 'domain', None) is not None: checks['domain'] = self.domain
+    if getattr(self, 'training', None): checks['training'] = self.training   # set by `report` from the model file
     return dict(**{k: _r(v) if isinstance(v, float) else v for k, v in self.metrics().items()},
                 ece=_r(self.ece()), source=self.source, classes=self.vocab,
                 per_class={c: dict(precision=_r(r.precision), recall=_r(r.recall), f1=_r(r.f1), support=int(r.support)) for c, r in pc.iterrows()},
@@ -99,6 +100,13 @@ def _grid(files: list, captions: list) -> str:
                    f'{prob:.2f}<small title="{_esc(f)}">{_esc(Path(f).name)}</small></figcaption></figure>')
     return '<div class="grid">' + ''.join(out) + '</div>'
 
+def _training_html(t: dict|None) -> str:
+    "What `train` measured, saved in the model file, with what its spread means."
+    if not t or t.get('cv_accuracy') is None: return ''
+    return (f'<p id="training">When it was trained: validation accuracy {t["valid_accuracy"]:.4f}; estimate from the training images '
+            f'{t["cv_accuracy"]:.4f} ± {t["cv_std"]:.4f}. By chance alone, accuracy on a set the size of the validation set lands within '
+            f'2 × {t["cv_std"]:.4f} of the estimate 19 times in 20: a smaller gap is noise, not a better or worse model.</p>')
+
 @patch
 def to_html(self: Interpretation,
             path: Path|str = 'report.html', # file to write
@@ -112,7 +120,8 @@ def to_html(self: Interpretation,
          f'{len(self.vocab)} classes: {_esc(", ".join(self.vocab))}. Written {utc_now()}.</p>',
          '<section id="summary"><h2>Summary</h2>' + _table(pd.DataFrame([{'accuracy': m['accuracy'], 'balanced accuracy': m['balanced_accuracy'],
                 'macro F1': m['macro_f1'], 'ECE': self.ece()}], index=pd.Index(['all classes'], name='')), cls='headline'),
-         '<p class="how">Accuracy counts images; balanced accuracy and macro F1 count classes. When accuracy is clearly higher, some classes do worse than the big ones.</p>']
+         '<p class="how">Accuracy counts images; balanced accuracy and macro F1 count classes. When accuracy is clearly higher, some classes do worse than the big ones.</p>',
+         _training_html(getattr(self, 'training', None))]
     if w: s.append('<div class="warn" id="warnings"><b>Warnings</b><ul>' + ''.join(f'<li>{_esc(x)}</li>' for x in w) + '</ul></div>')
     s.append('</section><section id="per-class"><h2>Per class</h2>' + f'<p class="how">{_esc(HOW_TO_READ["per_class"])}</p>' + _table(self.per_class()) + '</section>')
     mc = self.most_confused()[:10]
@@ -280,7 +289,7 @@ def report(model,                      # a safe model (.safetensors, .json or fo
            ood: Path|str = None,       # a folder of images unrelated to the classes: how well the model's domain check tells them apart
            labels: bool = True,        # look for mislabeled training and validation images (`check_labels`)
           ) -> dict:
-    "Interpret `model` on `data`'s validation split (or on `test`), check labels and domain, write a self-contained HTML report, return its numbers."
+    "Interpret `model` on `data`'s validation split (or on `test`), check labels and domain, write a self-contained HTML report, return its numbers (and `train`'s)."
     name = Path(model).name if isinstance(model, (str, Path)) else 'model'
     if isinstance(model, (str, Path)):
         _refuse_pickle(Path(model), allow_pickle)
@@ -291,6 +300,7 @@ def report(model,                      # a safe model (.safetensors, .json or fo
     interp = Interpretation.from_model(model, data, test, allow_pickle=allow_pickle)
     if labels: interp.check_labels()
     interp.check_domain(check, ood)
+    interp.training = getattr(model, 'extra_config', {}).get('scores')   # what `train` measured (safe models)
     path = interp.to_html(out, f'imgcls report: {name} on {Path(test or data).name}', k)
     return dict(interp.to_dict(), report=str(Path(path).absolute()))
 
@@ -306,6 +316,9 @@ def cli_report(model: Path,              # the model: model.safetensors (or its 
     r = report(model, data, test, out, allow_pickle=trust_pickle, ood=ood)
     print(f"accuracy {r['accuracy']:.4f}  balanced accuracy {r['balanced_accuracy']:.4f}  macro F1 {r['macro_f1']:.4f}  "
           f"on {r['n_images']} images ({r['source']})")
+    t = r.get('training')
+    if t and t.get('cv_accuracy') is not None:
+        print(f"when trained: validation accuracy {t['valid_accuracy']:.4f}, estimate {t['cv_accuracy']:.4f} ± {t['cv_std']:.4f} (gaps under 2 × {t['cv_std']:.4f} are noise)")
     for w in r['warnings']: print(f'warning: {w}')
     d = r['domain']
     if not d['has_check']: print('none of these: the model has no domain check')

@@ -6,7 +6,7 @@ Docs: https://imgcls.github.io/imgcls/train.html.md"""
 
 # %% ../nbs/12_train.ipynb #96741175
 from __future__ import annotations
-import copy, json as jsonlib, math, time
+import copy, json as jsonlib, time
 from contextlib import nullcontext
 from pathlib import Path
 import torch
@@ -15,7 +15,7 @@ from .models import DEFAULT_ARCH
 from .modelfile import save_safe, safe_paths
 from .data import check_labels, image_dataloaders
 from .learner import image_learner, show_bars, epoch_table, compute_features, fit_head, fit_top, split_body, pooled_from_maps, _labels
-from .crossval import TOP_WHEN_BELOW, cross_validate_learner, needs_top
+from .crossval import TOP_WHEN_BELOW, accuracy_spread, cross_validate_learner, needs_top
 from .labels import find_label_issues
 from .ood import fit_domain
 from fastai.vision.all import Learner, set_seed
@@ -41,11 +41,6 @@ def _probs(model: torch.nn.Module, X: torch.Tensor, bs: int = 256) -> torch.Tens
     with torch.inference_mode(): return torch.cat([model.eval()(x.to(dev).float()).float().softmax(1).cpu() for x in X.split(bs)])
 
 def _acc(probs, y) -> float: return float((torch.as_tensor(probs).argmax(1) == torch.as_tensor(y)).float().mean())
-
-def _binomial_se(acc: float, n: int) -> float:
-    "Standard error of an accuracy measured on `n` images (add-one estimate of p, so never zero)."
-    p = (acc * n + 1) / (n + 2)
-    return math.sqrt(p * (1 - p) / n)
 
 def _model_dir(out: Path) -> Path:
     "The folder the model at `out` is written into."
@@ -79,16 +74,27 @@ def _save(learn: Learner, out: Path|str, export_pkl: bool, ood: tuple|None = Non
         print(f"note: {pkl.name} is a pickle (fastai's export): opening it can run code, so keep it to yourself and share the safe format (.safetensors + .json)")
     return model_path, pkl
 
-def _fast(learn: Learner, epochs, lr, top_epochs, seed: int, out, verbose: bool) -> dict:
+class _Laps(dict):
+    "Seconds per step: `laps('name')` records the time since the previous call (or since it was made)."
+    def __init__(self): super().__init__(); self.t = time.perf_counter()
+    def __call__(self, name: str):
+        now = time.perf_counter(); self[name] = round(now - self.t, 1); self.t = now
+
+def _fast(learn: Learner, epochs, lr, top_epochs, seed: int, out, verbose: bool, keep_top: bool = False) -> dict:
     "The fast recipe; every choice made on the training images. Returns final valid `probs`, features `Ft`/`Fv`, the estimate and what was decided."
     dls = learn.dls
+    n_valid, laps = len(dls.valid_ds), _Laps()
     cv = cross_validate_learner(learn, seed=seed)  # also fills the feature cache `fit_head` reads
+    laps('features_and_cv')
     fit_head(learn, epochs or 20, lr or 3e-3, seed=seed)
     yt, Xt = _labels(dls.train_ds), torch.from_numpy(cv['X'])
     Xv = compute_features(learn, dls.valid.items)[0]
+    laps('head')
     n_issues, issues_file = _label_issues(learn, out, seed, cv['C'])  # before `fit_top` changes the body's features
-    r = dict(cv_accuracy=cv['cv_accuracy'], cv_std=cv['cv_std'], cv_C=cv['C'], label_issues=n_issues, label_issues_file=issues_file,
-             top_kept=False, holdout=None, Ft=Xt, Fv=Xv, probs=_probs(learn.model.head, Xv))
+    laps('label_issues')
+    r = dict(cv_accuracy=cv['cv_accuracy'], cv_std=accuracy_spread(cv['cv_accuracy'], cv['n'], n_valid), cv_C=cv['C'],
+             label_issues=n_issues, label_issues_file=issues_file, top_kept=False, holdout=None, Ft=Xt, Fv=Xv, probs=_probs(learn.model.head, Xv),
+             step_seconds=laps)
     r['head_probs'] = r['probs']  # reported as `head_accuracy`, never used to choose
     if top_epochs is None: top_epochs = 8 if needs_top(cv) and _splittable(learn.model.body) else 0
     r['top_epochs'] = top_epochs
@@ -101,13 +107,17 @@ def _fast(learn: Learner, epochs, lr, top_epochs, seed: int, out, verbose: bool)
     tl = fit_top(learn, top_epochs, seed=seed, split=(fit, held))
     top_held = _acc(_probs(tl.model, tl.maps['train'][held]), yt[held])
     r['holdout'] = dict(n=len(held), head=round(head_held, 4), top=round(top_held, 4))
-    if top_held <= head_held:  # not better on images neither saw: back to the head trained on every training image
-        learn.model.load_state_dict(before)
+    learn.model.load_state_dict(before)  # the head trained on every training image, and the pretrained top
+    laps('top_choice')
+    if top_held <= head_held and not keep_top:  # not better on images neither saw
         if verbose: print(f'kept the head alone: the fine-tuned top scored {top_held:.4f} on the held-out training images, the head {head_held:.4f}')
         return r
-    if verbose: print(f'kept the fine-tuned top: {top_held:.4f} on the held-out training images, the head {head_held:.4f}')
+    if verbose: print(f"the fine-tuned top scored {top_held:.4f} on the held-out training images, the head {head_held:.4f}{' (kept as asked)' if keep_top else ''}: "
+                      f'fine-tuning it again on all {len(yt)} training images')
+    tl = fit_top(learn, top_epochs, seed=seed, maps=tl.maps)  # the same recipe, with the held-out fold back in
     top = split_body(learn.model.body)[1]
-    return r | dict(top_kept=True, cv_accuracy=top_held, cv_std=_binomial_se(top_held, len(held)), probs=_probs(tl.model, tl.maps['valid']),
+    laps('top')
+    return r | dict(top_kept=True, cv_accuracy=top_held, cv_std=accuracy_spread(top_held, len(held), n_valid), probs=_probs(tl.model, tl.maps['valid']),
                     Ft=pooled_from_maps(top, tl.maps['train']), Fv=pooled_from_maps(top, tl.maps['valid']))
 
 def train(path: Path|str,            # folder of class folders, or train/ and valid/ folders of class folders
@@ -124,6 +134,7 @@ def train(path: Path|str,            # folder of class folders, or train/ and va
           top_epochs: int|None = None, # 'fast': epochs fine-tuning the top of the backbone; default: 8 when the probe cross-validates under `TOP_WHEN_BELOW`, else 0
           export_pkl: bool = False,  # also write fastai's export (a pickle) beside the safe model
           domain_check: bool = True, # save a check that tells images unlike the training images ("none of these")
+          keep_top: bool = False,    # 'fast': keep the fine-tuned top even where the head alone scores better on the held-out training images (images far from ImageNet)
          ) -> dict:
     "Train a classifier on the images in `path`; return accuracy (validation and cross-validated), time, classes, label issues and the model path."
     start = time.time()
@@ -139,14 +150,15 @@ def train(path: Path|str,            # folder of class folders, or train/ and va
     out = None if out is None else Path(out).absolute()
     targs = _labels(dls.valid_ds)
     if method == 'fast':  # scored on the cached validation features (or maps): the same outputs as the whole model's
-        r = _fast(learn, epochs, lr, top_epochs, seed, out, verbose)
+        r = _fast(learn, epochs, lr, top_epochs, seed, out, verbose, keep_top)
         probs, Ft, Fv = r.pop('probs'), r.pop('Ft'), r.pop('Fv')
         r['head_accuracy'] = round(_acc(r.pop('head_probs'), targs), 4)
     else:
         if len(dls.train) == 0: raise ImgclsError(f'{len(dls.train_ds)} training images make no full batch of {bs}: lower --bs')
         with epoch_table(learn): learn.fine_tune(epochs or 3, lr or 2e-3)
         probs, _ = _valid_preds(learn)
-        r = dict(cv_accuracy=None, cv_std=None, cv_C=None, label_issues=None, label_issues_file=None, top_epochs=None, top_kept=None, holdout=None, head_accuracy=None)
+        r = dict(cv_accuracy=None, cv_std=None, cv_C=None, label_issues=None, label_issues_file=None, top_epochs=None, top_kept=None, holdout=None, head_accuracy=None,
+                 step_seconds=None)
         Ft = compute_features(learn, dls.train.items, cache=False)[0] if domain_check else None  # the fine-tuned body: nothing to cache
         Fv = compute_features(learn, dls.valid.items, cache=False)[0] if domain_check else None
     acc = _acc(probs, targs)
@@ -165,10 +177,10 @@ def summary(res: dict, # from `train`
     "What `train` did, in a few lines: validation and cross-validated accuracy (with what the spread means), time, label issues, model."
     lines = [f"validation accuracy {res['valid_accuracy']:.4f} on {res['n_valid']} images; {res['seconds']:.1f} s; model: {res['model_path']}"]
     if res.get('cv_accuracy') is not None:
-        src = (f"the fine-tuned model on {res['holdout']['n']} held-out training images" if res.get('top_kept')
+        src = (f"the fine-tuned top, trained without them, on {res['holdout']['n']} held-out training images" if res.get('top_kept')
                else 'cross-validated on the training images')
-        lines.append(f"estimate: {res['cv_accuracy']:.4f} ± {res['cv_std']:.4f} ({src}): a validation set of similar size "
-                     f"usually lands within 2 × {res['cv_std']:.4f} of it, so differences smaller than that are noise")
+        lines.append(f"estimate: {res['cv_accuracy']:.4f} ± {res['cv_std']:.4f} ({src}): by chance alone, the accuracy on {res['n_valid']} "
+                     f"validation images lands within 2 × {res['cv_std']:.4f} of it 19 times in 20, so smaller gaps are noise")
     if res.get('label_issues') is not None:
         where = f": listed in {res['label_issues_file']}" if res.get('label_issues_file') else ''
         lines.append(f"{res['label_issues']} image(s) look mislabeled{where} (nothing was moved; see `imgcls mislabeled`)")
@@ -186,10 +198,11 @@ def cli_train(data: Path,                # folder of class folders (or train/ an
               classic: bool = False,     # use fastai's fine_tune instead of the fast cached-feature head
               top_epochs: int = None,    # fast method: epochs fine-tuning the top of the backbone (default: 8 if the probe cross-validates under 90%, else 0)
               no_domain_check: bool = False, # do not save the check that calls unlike images "none of these"
+              keep_top: bool = False,    # keep the fine-tuned top even where the head alone does better on held-out training images
               json: bool = False,        # print a JSON summary as the last line
              ):
     "Train an image classifier on a folder of images."
     res = train(data, arch, epochs, size, bs, valid_pct, seed, 'classic' if classic else 'fast', out=out, top_epochs=top_epochs,
-                domain_check=not no_domain_check)
+                domain_check=not no_domain_check, keep_top=keep_top)
     print(summary(res))
     if json: print(jsonlib.dumps(res))
